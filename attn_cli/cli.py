@@ -1,0 +1,487 @@
+"""The `attn` command line: parse options, call the core, print once, map errors to exits.
+
+Heavy modules (torch, the model, NumPy) are imported inside the commands that need them, so
+`attn --help` and `attn tokens` never import torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from rich.console import Console
+
+from attn_cli.errors import AttnError, ConfigError, DeviceError
+
+app = typer.Typer(
+    name="attn",
+    help="Look inside attention: softmax(QKᵀ/√d_k + mask)·V, head by head, from the terminal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False, markup=False)
+
+# ------------------------------------------------------------------ shared options
+
+Text = Annotated[Optional[str], typer.Argument(
+    help="The text to look at; '-' reads standard input. Default: piped input, else a sample "
+         "sentence.", show_default=False)]
+File = Annotated[Optional[Path], typer.Option("--file", help="Read the text from this file (UTF-8).")]
+Errors = Annotated[str, typer.Option("--errors", help="Invalid UTF-8: 'strict' (an error) or "
+                                     "'replace' (U+FFFD).")]
+Encoding = Annotated[Optional[str], typer.Option(
+    "--encoding", help="tiktoken encoding [default: o200k_base]; gpt2, r50k_base, cl100k_base "
+                       "and o200k_base work offline.", show_default=False)]
+AllowSpecial = Annotated[bool, typer.Option(
+    "--allow-special", help="Encode special-token text such as <|endoftext|> as the special token.")]
+Layers = Annotated[Optional[int], typer.Option("--layers", help="Transformer blocks [default: 2].",
+                                               show_default=False)]
+Heads = Annotated[Optional[int], typer.Option("--heads", help="Heads per block [default: 4].",
+                                              show_default=False)]
+DModel = Annotated[Optional[int], typer.Option(
+    "--d-model", help="Residual width; must divide by --heads [default: 64].", show_default=False)]
+DFF = Annotated[Optional[int], typer.Option("--d-ff", help="MLP width [default: 4 × d_model].",
+                                            show_default=False)]
+Seed = Annotated[Optional[int], typer.Option(
+    "--seed", help="Every weight of the seeded model follows from it [default: 0].",
+    show_default=False)]
+Causal = Annotated[Optional[bool], typer.Option(
+    "--causal/--bidirectional", help="Mask future keys (GPT-style) or not (BERT-style) "
+                                     "[default: causal].", show_default=False)]
+ModelPath = Annotated[Optional[str], typer.Option(
+    "--model", help="GPT-2-family weights: a folder (config.json, model.safetensors, vocab.json, "
+                    "merges.txt) or a name in the local Hugging Face cache. Never downloads.")]
+Truncate = Annotated[bool, typer.Option(
+    "--truncate", help="Cut input longer than the model's positions (with a warning).")]
+Device = Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")]
+LayerList = Annotated[Optional[list[int]], typer.Option(
+    "--layer", help="Layer to show (repeatable) [default: all].", show_default=False)]
+HeadList = Annotated[Optional[list[int]], typer.Option(
+    "--head", help="Head to show (repeatable) [default: all].", show_default=False)]
+TopK = Annotated[int, typer.Option("--top-k", help="Attended keys listed per query.", min=1)]
+Precision = Annotated[int, typer.Option("--precision", help="Decimals in tables.", min=0, max=8)]
+Dims = Annotated[str, typer.Option("--dims", help="Embedding dimensions shown: a number or 'all'.")]
+Json = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
+NDJson = Annotated[bool, typer.Option(
+    "--ndjson", help="JSON lines: the header fields, then one record per line.")]
+NoColor = Annotated[bool, typer.Option("--no-color", help="No colours (NO_COLOR is honoured too).")]
+Full = Annotated[bool, typer.Option(
+    "--full", help="Numeric tables even when wider than the terminal.")]
+Svg = Annotated[Optional[Path], typer.Option("--svg", help="Also save what is printed as SVG.")]
+Html = Annotated[Optional[Path], typer.Option("--html", help="Also save what is printed as HTML.")]
+
+
+# ------------------------------------------------------------------ errors
+
+def _fail(message: str, code: int) -> None:
+    stderr.print(f"error: {message}")
+    raise typer.Exit(code)
+
+
+def handle_errors(command):
+    """Core raises, the CLI decides: AttnError -> one line and exit 2; a bug -> exit 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except AttnError as exc:
+            _fail(str(exc), exc.exit_code)
+        except BrokenPipeError:
+            _quiet_stdout()
+            raise typer.Exit(0)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Exit):
+            raise
+        except Exception as exc:
+            if _debug():
+                raise
+            _fail(f"unexpected {type(exc).__name__}: {exc} (a bug in attn; run again with "
+                  f"--debug for the traceback)", 1)
+
+    return wrapper
+
+
+def _debug() -> bool:
+    return os.environ.get("ATTN_DEBUG", "") not in ("", "0")
+
+
+def _quiet_stdout() -> None:
+    """stdout was closed (attn ... | head): point it at /dev/null so nothing more complains."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def note(message: str) -> None:
+    stderr.print(f"note: {message}", style="dim")
+
+
+# ------------------------------------------------------------------ building blocks
+
+@dataclass
+class ModelOptions:
+    layers: int | None
+    heads: int | None
+    d_model: int | None
+    d_ff: int | None
+    seed: int | None
+    causal: bool | None
+    encoding: str | None
+    model: str | None
+    device: str
+    truncate: bool
+
+
+def _resolve_device(name: str):
+    import torch
+
+    if name == "cpu":
+        return torch.device("cpu")
+    if name in ("cuda", "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if name == "auto":
+            return torch.device("cpu")
+        raise DeviceError(
+            f"--device cuda: torch {torch.__version__} sees no CUDA GPU on this machine; use "
+            f"--device cpu (or auto, which falls back to the CPU)"
+        )
+    raise DeviceError(f"--device must be cpu, cuda or auto, got {name!r}")
+
+
+def build(opts: ModelOptions):
+    """(model, tiktoken encoding, encoding name) for the options given."""
+    from attn_cli import model as model_lib
+    from attn_cli.config import ModelConfig
+    from attn_cli.tokenize import get_encoding
+
+    device = _resolve_device(opts.device)
+    if opts.model is not None:
+        given = [flag for flag, value in (
+            ("--layers", opts.layers), ("--heads", opts.heads), ("--d-model", opts.d_model),
+            ("--d-ff", opts.d_ff), ("--seed", opts.seed), ("--encoding", opts.encoding))
+            if value is not None]
+        if opts.causal is False:
+            given.append("--bidirectional")
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} cannot be combined with --model: the checkpoint fixes its "
+                f"own sizes, weights and tokenizer; drop {given[0]}"
+            )
+        from attn_cli import checkpoint
+
+        model, encoding = checkpoint.load(opts.model, device=str(device))
+        return model, encoding, encoding.name
+    cfg = ModelConfig(
+        n_layers=2 if opts.layers is None else opts.layers,
+        n_heads=4 if opts.heads is None else opts.heads,
+        d_model=64 if opts.d_model is None else opts.d_model,
+        d_ff=opts.d_ff,
+        causal=True if opts.causal is None else opts.causal,
+        seed=0 if opts.seed is None else opts.seed,
+    )
+    name = opts.encoding or "o200k_base"
+    encoding = get_encoding(name)
+    return model_lib.seeded(cfg).to(device), encoding, name
+
+
+def _tokens(text: str, encoding, allow_special: bool, limit: int | None, truncate: bool):
+    from attn_cli.tokenize import tokenize
+
+    tokens = tokenize(text, encoding, allow_special)
+    if limit is not None and len(tokens) > limit and truncate:
+        note(f"the input has {len(tokens)} tokens; keeping the first {limit} (the model's "
+             f"positions)")
+        tokens = tokens[:limit]
+    return tokens
+
+
+def _read(text, file, errors):
+    from attn_cli.inputs import read_text
+
+    result, message = read_text(text, file, errors)
+    if message:
+        note(message)
+    return result
+
+
+def _dims(value: str) -> int | None:
+    if value == "all":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise ConfigError(f"--dims must be a number or 'all', got {value!r}") from None
+    if n < 1:
+        raise ConfigError(f"--dims must be at least 1, got {n}")
+    return n
+
+
+def _check_formats(json: bool, ndjson: bool, svg, html) -> None:
+    if json and ndjson:
+        raise ConfigError("--json and --ndjson are two formats: pick one")
+    if (json or ndjson) and (svg or html):
+        raise ConfigError("--svg and --html save the terminal view; they do not go with --json")
+
+
+def _capture(opts: ModelOptions, text, file, errors, allow_special, layers, heads,
+             stages=False):
+    from attn_cli import capture
+
+    source = _read(text, file, errors)
+    model, encoding, name = build(opts)
+    tokens = _tokens(source, encoding, allow_special, model.cfg.n_positions, opts.truncate)
+    keep = capture.select(model.cfg, layers, heads)
+    return capture.run(model, source, name, tokens, keep, stages=stages)
+
+
+def _view(precision: int, top_k: int, dims: str, console, full: bool):
+    from attn_cli.output import uses_color
+    from attn_cli.render import View
+
+    return View(precision=precision, top_k=top_k, dims=_dims(dims), color=uses_color(console),
+                width=console.width, full=full)
+
+
+# ------------------------------------------------------------------ commands
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of unexpected errors "
+                                                        "(also ATTN_DEBUG=1).")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")]
+    = False,
+) -> None:
+    if debug:
+        os.environ["ATTN_DEBUG"] = "1"
+    if version:
+        from attn_cli import __version__
+
+        print(f"attn {__version__}")
+        raise typer.Exit(0)
+
+
+@app.command()
+@handle_errors
+def inspect(
+    text: Text = None, file: File = None, errors: Errors = "strict",
+    encoding: Encoding = None, allow_special: AllowSpecial = False,
+    layers: Layers = None, heads: Heads = None, d_model: DModel = None, d_ff: DFF = None,
+    seed: Seed = None, causal: Causal = None, model: ModelPath = None,
+    truncate: Truncate = False, device: Device = "cpu",
+    layer: LayerList = None, head: HeadList = None, top_k: TopK = 3,
+    precision: Precision = 2, dims: Dims = "8", json: Json = False, ndjson: NDJson = False,
+    no_color: NoColor = False, full: Full = False, svg: Svg = None, html: Html = None,
+) -> None:
+    """Tokens, per-head attention (heat-coloured), top-k attended tokens, embeddings."""
+    _check_formats(json, ndjson, svg, html)
+    opts = ModelOptions(layers, heads, d_model, d_ff, seed, causal, encoding, model, device,
+                        truncate)
+    _dims(dims)
+    cap = _capture(opts, text, file, errors, allow_special, layer, head)
+    from attn_cli import output, render
+
+    if json:
+        output.write_json(render.inspect_doc(cap, top_k))
+    elif ndjson:
+        records = (render.attention_record(cap, h, top_k) for h in cap.heads)
+        output.write_ndjson(render.inspect_header(cap),
+                            _then(records, {"embeddings": render.embeddings_record(cap)}))
+    else:
+        console = output.make_console(no_color, record=bool(svg or html))
+        view = _view(precision, top_k, dims, console, full)
+        output.show(console, render.inspect_view(cap, view), svg, html, "attn inspect")
+
+
+def _then(records, last):
+    yield from records
+    yield last
+
+
+@app.command()
+@handle_errors
+def heads(
+    text: Text = None, file: File = None, errors: Errors = "strict",
+    encoding: Encoding = None, allow_special: AllowSpecial = False,
+    layers: Layers = None, heads: Heads = None, d_model: DModel = None, d_ff: DFF = None,
+    seed: Seed = None, causal: Causal = None, model: ModelPath = None,
+    truncate: Truncate = False, device: Device = "cpu",
+    layer: Annotated[int, typer.Option("--layer", help="The layer whose heads to show.")] = 0,
+    precision: Precision = 2, json: Json = False, ndjson: NDJson = False,
+    no_color: NoColor = False, svg: Svg = None, html: Html = None,
+) -> None:
+    """Every head of one layer side by side, with what kind of head each one is."""
+    _check_formats(json, ndjson, svg, html)
+    opts = ModelOptions(layers, heads, d_model, d_ff, seed, causal, encoding, model, device,
+                        truncate)
+    cap = _capture(opts, text, file, errors, allow_special, [layer], None)
+    from attn_cli import output, render
+
+    if json or ndjson:
+        doc = render.heads_doc(cap, layer)
+        if json:
+            output.write_json(doc)
+        else:
+            output.write_ndjson({k: v for k, v in doc.items() if k != "heads"}, doc["heads"])
+    else:
+        console = output.make_console(no_color, record=bool(svg or html))
+        view = _view(precision, 3, "8", console, False)
+        output.show(console, render.heads_view(cap, layer, view), svg, html, "attn heads")
+
+
+@app.command()
+@handle_errors
+def steps(
+    text: Text = None, file: File = None, errors: Errors = "strict",
+    encoding: Encoding = None, allow_special: AllowSpecial = False,
+    layers: Layers = None, heads: Heads = None, d_model: DModel = None, d_ff: DFF = None,
+    seed: Seed = None, causal: Causal = None, model: ModelPath = None,
+    truncate: Truncate = False, device: Device = "cpu",
+    layer: Annotated[int, typer.Option("--layer", help="Layer of the head.")] = 0,
+    head: Annotated[int, typer.Option("--head", help="The head to take apart.")] = 0,
+    query: Annotated[Optional[int], typer.Option(
+        "--query", help="Zoom on one query token: its attention and its output vector.")] = None,
+    precision: Precision = 2, dims: Dims = "8", json: Json = False, ndjson: NDJson = False,
+    no_color: NoColor = False, full: Full = False, svg: Svg = None, html: Html = None,
+) -> None:
+    """The formula stage by stage for one head: X, Q, K, V, QKᵀ, ÷√d_k, + mask, softmax, ·V."""
+    _check_formats(json, ndjson, svg, html)
+    opts = ModelOptions(layers, heads, d_model, d_ff, seed, causal, encoding, model, device,
+                        truncate)
+    _dims(dims)
+    cap = _capture(opts, text, file, errors, allow_special, [layer], [head], stages=True)
+    if query is not None and not 0 <= query < len(cap.tokens):
+        raise ConfigError(f"--query {query} is out of range: the input has {len(cap.tokens)} "
+                          f"tokens (0-{len(cap.tokens) - 1})")
+    from attn_cli import output, render
+
+    h = cap.head(layer, head)
+    if json or ndjson:
+        doc = render.steps_doc(cap, h, query)
+        if json:
+            output.write_json(doc)
+        else:
+            stages = doc.pop("stages")
+            q = doc.pop("query", None)
+            records = [{"stage": name, "values": values} for name, values in stages.items()]
+            output.write_ndjson(doc, records + ([{"query": q}] if q is not None else []))
+    else:
+        console = output.make_console(no_color, record=bool(svg or html))
+        view = _view(precision, 3, dims, console, full)
+        output.show(console, render.steps_view(cap, h, view, query), svg, html, "attn steps")
+
+
+@app.command()
+@handle_errors
+def tokens(
+    text: Text = None, file: File = None, errors: Errors = "strict",
+    encoding: Encoding = None, allow_special: AllowSpecial = False,
+    json: Json = False, ndjson: NDJson = False, no_color: NoColor = False,
+    svg: Svg = None, html: Html = None,
+) -> None:
+    """Token index, id, text (whitespace and partial UTF-8 bytes made visible), byte length."""
+    from attn_cli import output, tokens_view
+    from attn_cli.tokenize import get_encoding, tokenize
+
+    _check_formats(json, ndjson, svg, html)
+    source = _read(text, file, errors)
+    name = encoding or "o200k_base"
+    toks = tokenize(source, get_encoding(name), allow_special)
+    if json:
+        output.write_json(tokens_view.tokens_doc(source, name, toks))
+    elif ndjson:
+        doc = tokens_view.tokens_doc(source, name, toks)
+        output.write_ndjson({k: v for k, v in doc.items() if k != "tokens"}, doc["tokens"])
+    else:
+        console = output.make_console(no_color, record=bool(svg or html))
+        output.show(console, tokens_view.tokens_table(toks), svg, html, "attn tokens")
+
+
+@app.command()
+@handle_errors
+def encodings(json: Json = False, no_color: NoColor = False) -> None:
+    """The encodings attn knows and whether each works offline (bundled / cached / needs network)."""
+    from attn_cli import output, tokens_view
+    from attn_cli.tokenize import availability, known_encodings
+
+    rows = [(name, availability(name)) for name in known_encodings()]
+    if json:
+        output.write_json({"schema_version": tokens_view.SCHEMA_VERSION, "command": "encodings",
+                           "encodings": [{"name": n, "offline": s} for n, s in rows]})
+    else:
+        console = output.make_console(no_color, record=False)
+        output.show(console, tokens_view.encodings_table(rows), None, None, "attn encodings")
+
+
+@app.command("model")
+@handle_errors
+def model_command(
+    layers: Layers = None, heads: Heads = None, d_model: DModel = None, d_ff: DFF = None,
+    seed: Seed = None, causal: Causal = None, model: ModelPath = None,
+    encoding: Encoding = None, device: Device = "cpu",
+    json: Json = False, no_color: NoColor = False,
+) -> None:
+    """The architecture in use: config, parameter count, the shape of every weight."""
+    opts = ModelOptions(layers, heads, d_model, d_ff, seed, causal, encoding, model, device,
+                        False)
+    net, _, name = build(opts)
+    from attn_cli import output, render
+    from attn_cli.model import describe
+    from attn_cli.tokens_view import SCHEMA_VERSION
+
+    doc = {"schema_version": SCHEMA_VERSION, "command": "model", "encoding": name,
+           **describe(net)}
+    if json:
+        output.write_json(doc)
+    else:
+        console = output.make_console(no_color, record=False)
+        output.show(console, render.model_view(doc), None, None, "attn model")
+
+
+# ------------------------------------------------------------------ entry point
+
+def main() -> None:
+    """The console script: like app(), but every usage error is one line and exit 2."""
+    args = sys.argv[1:]
+    if "--debug" in args:  # accepted anywhere on the line, not only before the command
+        args = [a for a in args if a != "--debug"]
+        os.environ["ATTN_DEBUG"] = "1"
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="attn", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        stderr.print(exc.ctx.get_help() if exc.ctx else str(exc))
+        code = 2
+    except click.UsageError as exc:
+        hint = f" (see 'attn {exc.ctx.info_name} --help')" if exc.ctx and \
+            exc.ctx.info_name != "attn" else " (see 'attn --help')"
+        stderr.print(f"error: {exc.format_message()}{hint}")
+        code = 2
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        stderr.print("error: interrupted")
+        code = 130
+    except KeyboardInterrupt:
+        stderr.print("error: interrupted")
+        code = 130
+    except BrokenPipeError:
+        _quiet_stdout()
+        code = 0
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        _quiet_stdout()
+    sys.exit(code if isinstance(code, int) else 0)

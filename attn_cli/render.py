@@ -1,0 +1,516 @@
+"""Capture -> rich renderables, and Capture -> JSON-ready dicts. Never sees a tensor.
+
+Tables print numbers rounded to --precision; JSON keeps every float32 as it is (shortest
+repr that round-trips), with masked (−∞) scores as null.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from rich import box
+from rich.columns import Columns
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from attn_cli import analysis
+from attn_cli.capture import Capture, HeadCapture
+from attn_cli.tokenize import Token
+from attn_cli.tokens_view import SCHEMA_VERSION
+
+LABEL_WIDTH = 14  # characters of a token label on a matrix's rows
+
+
+@dataclass(frozen=True)
+class View:
+    """How the user asked to see things."""
+
+    precision: int = 2
+    top_k: int = 3
+    dims: int | None = 8  # None: all
+    color: bool = True
+    width: int = 100  # the console's width
+    full: bool = False  # numbers even when a matrix is wider than the terminal
+
+
+# ---------------------------------------------------------------- colours
+
+# A sequential ramp for weights in [0, 1] (dark blue -> teal -> yellow, like viridis).
+_RAMP = [(0.0, (30, 30, 60)), (0.25, (59, 82, 139)), (0.5, (33, 145, 140)),
+         (0.75, (94, 201, 98)), (1.0, (253, 231, 37))]
+
+
+def _ramp(x: float) -> tuple[int, int, int]:
+    x = min(max(x, 0.0), 1.0)
+    for (x0, c0), (x1, c1) in zip(_RAMP, _RAMP[1:]):
+        if x <= x1:
+            t = (x - x0) / (x1 - x0)
+            return tuple(round(a + (b - a) * t) for a, b in zip(c0, c1))
+    return _RAMP[-1][1]
+
+
+def _diverging(x: float) -> tuple[int, int, int]:
+    """x in [-1, 1]: blue for negative, near-black for 0, red for positive."""
+    x = min(max(x, -1.0), 1.0)
+    lo, hi, mid = (59, 110, 220), (220, 70, 60), (40, 40, 40)
+    end = hi if x > 0 else lo
+    t = abs(x)
+    return tuple(round(m + (e - m) * t) for m, e in zip(mid, end))
+
+
+def _style(rgb: tuple[int, int, int], color: bool) -> str:
+    if not color:
+        return ""
+    r, g, b = rgb
+    fg = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 140 else "white"
+    return f"{fg} on rgb({r},{g},{b})"
+
+
+def _cell_rgb(value: float, scale: str, span: float) -> tuple[int, int, int]:
+    if scale == "weights":
+        return _ramp(value)
+    return _diverging(value / span if span else 0.0)
+
+
+# ---------------------------------------------------------------- matrices
+
+def _label(token: Token, width: int = LABEL_WIDTH) -> str:
+    text = f"{token.index} {token.display}"
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _fmt(value: float, precision: int) -> str:
+    if math.isinf(value):
+        return "−∞" if value < 0 else "∞"
+    text = f"{value:.{precision}f}"
+    return "0" + text[1:] if text.startswith("-0") and float(text) == 0 else text
+
+
+def numeric_width(T: int, sample: np.ndarray, precision: int) -> int:
+    cell = max(len(_fmt(float(v), precision)) for v in (sample.max(), sample.min(), 0.0)) + 1
+    return LABEL_WIDTH + 2 + T * (cell + 1)
+
+
+def matrix(values: np.ndarray, rows: list[str], cols: list[str], view: View, *,
+           scale: str = "weights", masked: np.ndarray | None = None,
+           title: str | None = None) -> RenderableType:
+    """A numeric table with heat-coloured cells, or a compact heat map if it is too wide."""
+    finite = values[np.isfinite(values)]
+    span = float(np.abs(finite).max()) if finite.size else 0.0
+    sample = finite if finite.size else np.zeros(1)
+    if not view.full and numeric_width(values.shape[1], sample, view.precision) > view.width:
+        return heat_map(values, rows, view, scale=scale, masked=masked, title=title)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
+                  title_justify="left", show_edge=False)
+    table.add_column("", no_wrap=True, style="bold")
+    for c in cols:
+        table.add_column(c, justify="right", no_wrap=True, overflow="ellipsis")
+    for i, label in enumerate(rows):
+        cells = []
+        for j in range(values.shape[1]):
+            v = float(values[i, j])
+            if masked is not None and masked[i, j]:
+                cells.append(Text("·", style="dim"))
+            elif math.isinf(v):
+                cells.append(Text(_fmt(v, view.precision), style="dim"))
+            else:
+                cells.append(Text(_fmt(v, view.precision),
+                                  style=_style(_cell_rgb(v, scale, span), view.color)))
+        table.add_row(label, *cells)
+    return table
+
+
+_SHADES = " ░▒▓█"
+
+
+def heat_map(values: np.ndarray, rows: list[str], view: View, *, scale: str = "weights",
+             masked: np.ndarray | None = None, title: str | None = None) -> RenderableType:
+    """One character per weight (or per block of weights, averaged, when even that is too
+    wide), token labels on the rows, key indices along the top."""
+    T_rows, T_cols = values.shape
+    room = max(view.width - LABEL_WIDTH - 2, 8)
+    block = max(1, math.ceil(T_cols / room))
+    if block > 1:
+        values, masked = _pool(values, block, masked)
+        rows = [rows[i * block] + f"…{min((i + 1) * block, T_rows) - 1}"
+                for i in range(values.shape[0])]
+        rows = [r if len(r) <= LABEL_WIDTH else r[: LABEL_WIDTH - 1] + "…" for r in rows]
+    finite = values[np.isfinite(values)]
+    span = float(np.abs(finite).max()) if finite.size else 0.0
+    out = []
+    if title:
+        out.append(Text(title, style="italic"))
+    ruler = "".join(str((j * block // 10) % 10) if (j * block) % 10 == 0 else " "
+                    for j in range(values.shape[1]))
+    out.append(Text(" " * (LABEL_WIDTH + 1) + ruler, style="dim"))
+    for i, label in enumerate(rows):
+        line = Text(f"{label:>{LABEL_WIDTH}} ", style="bold")
+        for j in range(values.shape[1]):
+            v = float(values[i, j])
+            if (masked is not None and masked[i, j]) or not math.isfinite(v):
+                line.append("·", style="dim")
+            elif view.color:
+                line.append(" ", style=_style(_cell_rgb(v, scale, span), True))
+            else:
+                level = v if scale == "weights" else abs(v) / span if span else 0.0
+                line.append(_SHADES[min(int(level * (len(_SHADES) - 1) + 0.5), 4)])
+        out.append(line)
+    note = "compact heat map"
+    if block > 1:
+        note += f" (each cell is the mean of a {block}×{block} block)"
+    out.append(Text(f"{note}; numbers: --full or --json", style="dim"))
+    return Group(*out)
+
+
+def _pool(values: np.ndarray, block: int, masked: np.ndarray | None):
+    T_r, T_c = values.shape
+    nr, nc = math.ceil(T_r / block), math.ceil(T_c / block)
+    m = masked if masked is not None else ~np.isfinite(values)
+    v = np.where(m, 0.0, values).astype(np.float64)
+    pad = np.zeros((nr * block, nc * block))
+    cnt = np.zeros_like(pad)
+    pad[:T_r, :T_c] = v
+    cnt[:T_r, :T_c] = ~m
+    s = pad.reshape(nr, block, nc, block).sum(axis=(1, 3))
+    n = cnt.reshape(nr, block, nc, block).sum(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, s / np.maximum(n, 1), np.nan), n == 0
+
+
+# ---------------------------------------------------------------- pieces
+
+def header(cap: Capture, command: str) -> Text:
+    c = cap.config
+    if c.source == "seeded":
+        model = (f"seeded model (seed {c.seed}): {c.n_layers} layers × {c.n_heads} heads, "
+                 f"d_model {c.d_model}, d_head {c.d_head}")
+    else:
+        model = f"{c.source}: {c.n_layers} layers × {c.n_heads} heads, d_model {c.d_model}"
+    mode = "causal" if c.causal else "bidirectional"
+    return Text.assemble(("attn " + command, "bold"), f" · {model}, {mode} · ",
+                         (cap.encoding, "cyan"), f" · {len(cap.tokens)} tokens")
+
+
+def token_strip(tokens: list[Token]) -> Text:
+    text = Text()
+    for t in tokens:
+        if t.index:
+            text.append("  ")
+        text.append(str(t.index), style="dim")
+        text.append(" " + t.display)
+    return text
+
+
+def weights_matrix(cap: Capture, h: HeadCapture, view: View, title: str) -> RenderableType:
+    T = len(cap.tokens)
+    rows = [_label(t) for t in cap.tokens]
+    cols = [str(t.index) for t in cap.tokens]
+    masked = ~analysis.allowed(T, cap.config.causal)
+    return matrix(h.weights, rows, cols, view, masked=masked, title=title)
+
+
+def top_lines(cap: Capture, h: HeadCapture, view: View) -> Text:
+    text = Text()
+    tops = analysis.top_k(h.weights, view.top_k, cap.config.causal)
+    for t, keys in zip(cap.tokens, tops):
+        text.append(f"{_label(t):>{LABEL_WIDTH}} → ", style="bold")
+        for n, a in enumerate(keys):
+            if n:
+                text.append("  ")
+            text.append(cap.tokens[a.index].display)
+            text.append(f" {a.weight:.{view.precision}f}", style="cyan")
+        text.append("\n")
+    text.rstrip()
+    return text
+
+
+def embeddings_table(cap: Capture, view: View) -> Table:
+    d = cap.embeddings.shape[1]
+    shown = d if view.dims is None else min(view.dims, d)
+    title = f"Contextual embeddings: LN_f of the last block's output ({shown} of {d} dims"
+    title += ")" if shown == d else "; --dims all for every one)"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False)
+    table.add_column("token", no_wrap=True, style="bold")
+    table.add_column("‖v‖", justify="right")
+    for j in range(shown):
+        table.add_column(str(j), justify="right")
+    norms = np.linalg.norm(cap.embeddings.astype(np.float64), axis=1)
+    for t, vec, norm in zip(cap.tokens, cap.embeddings, norms):
+        table.add_row(_label(t), _fmt(norm, view.precision),
+                      *(_fmt(float(x), view.precision) for x in vec[:shown]))
+    return table
+
+
+def head_title(h: HeadCapture) -> str:
+    return f"Layer {h.layer} · Head {h.head}"
+
+
+# ---------------------------------------------------------------- commands
+
+def inspect_view(cap: Capture, view: View) -> Group:
+    parts: list[RenderableType] = [header(cap, "inspect"), token_strip(cap.tokens), Text()]
+    for h in cap.heads:
+        parts.append(Text(head_title(h), style="bold underline"))
+        parts.append(weights_matrix(cap, h, view, title=None))
+        parts.append(Text(f"top {view.top_k} attended keys per query", style="italic"))
+        parts.append(top_lines(cap, h, view))
+        parts.append(Text())
+    parts.append(embeddings_table(cap, view))
+    return Group(*parts)
+
+
+@dataclass(frozen=True)
+class HeadSummary:
+    head: HeadCapture
+    mean_entropy: float
+    strongest: analysis.Strongest
+    scores: analysis.HeadScores
+    pattern: str | None
+
+
+def summarise(cap: Capture) -> list[HeadSummary]:
+    out = []
+    for h in cap.heads:
+        scores = analysis.head_scores(h.weights)
+        out.append(HeadSummary(
+            head=h,
+            mean_entropy=float(analysis.entropy(h.weights).mean()),
+            strongest=analysis.strongest(h.weights, cap.config.causal),
+            scores=scores,
+            pattern=analysis.label(h.weights, cap.config.causal, scores),
+        ))
+    return out
+
+
+def heads_view(cap: Capture, layer: int, view: View) -> Group:
+    summaries = summarise(cap)
+    maps = []
+    tiny = View(precision=view.precision, color=view.color, width=view.width, full=False)
+    T = len(cap.tokens)
+    masked = ~analysis.allowed(T, cap.config.causal)
+    for n, s in enumerate(summaries):
+        rows = [_label(t) for t in cap.tokens] if n == 0 else ["" for _ in cap.tokens]
+        maps.append(_side_map(s.head.weights, rows, tiny, masked, f"head {s.head.head}",
+                              label_width=LABEL_WIDTH if n == 0 else 0))
+    table = Table(title=f"Layer {layer}: every head", title_justify="left",
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name, justify in (("head", "right"), ("mean H (nats)", "right"),
+                          ("strongest pair", "left"), ("prev", "right"), ("self", "right"),
+                          ("first", "right"), ("mean dist", "right"), ("pattern", "left")):
+        table.add_column(name, justify=justify, no_wrap=True)
+    p = view.precision
+    for s in summaries:
+        st = s.strongest
+        pair = (f"{cap.tokens[st.query].display} → {cap.tokens[st.key].display} "
+                f"{st.weight:.{p}f}")
+        table.add_row(str(s.head.head), _fmt(s.mean_entropy, p), pair,
+                      _fmt(s.scores.previous_token, p), _fmt(s.scores.self, p),
+                      _fmt(s.scores.first_token, p), _fmt(s.scores.mean_distance, p),
+                      s.pattern or "—")
+    note = Text("numbers for one head: attn inspect --layer L --head H, or --json",
+                style="dim")
+    return Group(header(cap, "heads"), token_strip(cap.tokens), Text(),
+                 Columns(maps, padding=(0, 2)), Text(), table, note)
+
+
+def _side_map(weights, rows, view, masked, title, label_width) -> Text:
+    out = Text(" " * (label_width + (1 if label_width else 0)) + title + "\n", style="bold")
+    for i, label in enumerate(rows):
+        if label_width:
+            out.append(f"{label:>{label_width}} ", style="bold")
+        for j in range(weights.shape[1]):
+            v = float(weights[i, j])
+            if masked[i, j]:
+                out.append("· ", style="dim")
+            elif view.color:
+                out.append("  ", style=_style(_ramp(v), True))
+            else:
+                out.append(_SHADES[min(int(v * 4 + 0.5), 4)] * 2)
+        out.append("\n")
+    out.rstrip()
+    return out
+
+
+STAGE_LINES = {
+    "x": ("X = LN₁(h)", "the block's input, layer-normalised: what the head reads"),
+    "q": ("Q = X·W_Q + b_Q", "the Query: what each token asks for"),
+    "k": ("K = X·W_K + b_K", "the Key: what each token answers to"),
+    "v": ("V = X·W_V + b_V", "the Value: what each token carries"),
+    "scores": ("S = Q·Kᵀ", "how well each query matches each key"),
+    "scaled": ("S / √d_k", ""),
+    "masked": ("S / √d_k + M", ""),
+    "weights": ("A = softmax(S / √d_k + M)", "each row sums to 1"),
+    "output": ("Z = A·V", "each token's new vector: a weighted mix of Values"),
+}
+
+
+def stage_note(name: str, cap: Capture, d_head: int) -> str:
+    line, note = STAGE_LINES[name]
+    if name == "scaled":
+        note = f"√d_k = √{d_head} = {math.sqrt(d_head):.4g}"
+    if name == "masked":
+        note = ("M is −∞ where the key comes after the query (causal), 0 elsewhere"
+                if cap.config.causal else "no mask: bidirectional, every key is visible (M = 0)")
+    return f"{line}    {note}" if note else line
+
+
+def steps_view(cap: Capture, h: HeadCapture, view: View, query: int | None) -> Group:
+    T = len(cap.tokens)
+    d_head = cap.config.d_head
+    rows = [_label(t) for t in cap.tokens]
+    key_cols = [str(t.index) for t in cap.tokens]
+    masked = ~analysis.allowed(T, cap.config.causal)
+    parts: list[RenderableType] = [
+        header(cap, "steps"),
+        Text.assemble(("Layer ", "bold"), (str(h.layer), "bold"), (" · Head ", "bold"),
+                      (str(h.head), "bold"), "   softmax(QKᵀ/√d_k + M)·V"),
+        token_strip(cap.tokens), Text()]
+    stages = dict(h.stages, weights=h.weights)
+    for n, name in enumerate(("x", "q", "k", "v", "scores", "scaled", "masked", "weights",
+                              "output"), start=1):
+        values = stages[name]
+        shape = f"({values.shape[0]} × {values.shape[1]})"
+        parts.append(Text.assemble((f"{n}. ", "bold"), (stage_note(name, cap, d_head), "bold"),
+                                   "  ", (shape, "cyan")))
+        if name in ("scores", "scaled", "masked", "weights"):
+            parts.append(matrix(values, rows, key_cols, view,
+                                scale="weights" if name == "weights" else "signed",
+                                masked=masked if name == "weights" else None))
+        else:
+            parts.append(vectors(values, rows, view))
+        parts.append(Text())
+    if query is not None:
+        parts.extend(query_lines(cap, h, query, view))
+    return Group(*parts)
+
+
+def vectors(values: np.ndarray, rows: list[str], view: View) -> RenderableType:
+    d = values.shape[1]
+    shown = d if view.dims is None else min(view.dims, d)
+    cols = [str(j) for j in range(shown)]
+    table = matrix(values[:, :shown], rows, cols, View(
+        precision=view.precision, color=view.color, width=10**6, full=True), scale="signed")
+    if shown == d:
+        return table
+    return Group(table, Text(f"first {shown} of {d} dims; --dims all for every one",
+                             style="dim"))
+
+
+def query_lines(cap: Capture, h: HeadCapture, query: int, view: View) -> list[RenderableType]:
+    tok = cap.tokens[query]
+    p = view.precision
+    w = h.weights[query]
+    out = [Text.assemble(("Query ", "bold"), (f"{query} '{tok.display}'", "bold cyan"),
+                         " asks; the keys answer:")]
+    visible = np.flatnonzero(analysis.allowed(len(cap.tokens), cap.config.causal)[query])
+    order = visible[np.argsort(-w[visible], kind="stable")]
+    for j in order:
+        bar = "█" * int(round(float(w[j]) * 30))
+        out.append(Text.assemble(f"  Attention to '{cap.tokens[j].display}': ",
+                                 (f"{w[j]:.{p}f}", "cyan"), "  ", (bar, "green")))
+    z = h.stages["output"][query]
+    out.append(Text(f"Its contextual vector from this head, Σ_j A[{query}, j]·V[j] "
+                    f"({z.shape[0]} dims):", style="bold"))
+    out.append(Text("  [" + ", ".join(_fmt(float(x), p) for x in z) + "]"))
+    return out
+
+
+# ---------------------------------------------------------------- JSON
+
+def f32(x: float) -> np.float32:
+    return np.float32(x)
+
+
+def _head_doc(cap: Capture) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "text": cap.text,
+        "encoding": cap.encoding,
+        "model": cap.config.to_dict(),
+        "tokens": [t.to_dict() for t in cap.tokens],
+    }
+
+
+def attention_record(cap: Capture, h: HeadCapture, top_k: int) -> dict:
+    tops = analysis.top_k(h.weights, top_k, cap.config.causal)
+    return {
+        "layer": h.layer,
+        "head": h.head,
+        "weights": h.weights,
+        "entropy": analysis.entropy(h.weights),
+        "top": [{"query": i, "keys": [{"index": a.index, "token": cap.tokens[a.index].text,
+                                       "weight": f32(a.weight)} for a in keys]}
+                for i, keys in enumerate(tops)],
+    }
+
+
+def inspect_header(cap: Capture) -> dict:
+    doc = _head_doc(cap)
+    return {"schema_version": doc.pop("schema_version"), "command": "inspect", **doc}
+
+
+def inspect_doc(cap: Capture, top_k: int) -> dict:
+    doc = inspect_header(cap)
+    doc["attention"] = [attention_record(cap, h, top_k) for h in cap.heads]
+    doc["embeddings"] = embeddings_record(cap)
+    return doc
+
+
+def embeddings_record(cap: Capture) -> dict:
+    return {"layer": "final", "vectors": cap.embeddings}
+
+
+def heads_doc(cap: Capture, layer: int) -> dict:
+    doc = _head_doc(cap)
+    out = {"schema_version": doc.pop("schema_version"), "command": "heads", **doc,
+           "layer": layer, "heads": []}
+    for s in summarise(cap):
+        out["heads"].append({
+            "head": s.head.head,
+            "weights": s.head.weights,
+            "mean_entropy": f32(s.mean_entropy),
+            "strongest": {"query": s.strongest.query, "key": s.strongest.key,
+                          "weight": f32(s.strongest.weight)},
+            "scores": {k: f32(v) for k, v in s.scores.to_dict().items()},
+            "pattern": s.pattern,
+        })
+    return out
+
+
+def steps_doc(cap: Capture, h: HeadCapture, query: int | None) -> dict:
+    doc = _head_doc(cap)
+    stages = dict(h.stages, weights=h.weights)
+    out = {"schema_version": doc.pop("schema_version"), "command": "steps", **doc,
+           "layer": h.layer, "head": h.head, "d_head": cap.config.d_head,
+           "stages": {name: stages[name] for name in ("x", "q", "k", "v", "scores", "scaled",
+                                                      "masked", "weights", "output")}}
+    if query is not None:
+        out["query"] = {"index": query, "weights": h.weights[query],
+                        "output": h.stages["output"][query]}
+    return out
+
+
+def model_view(doc: dict) -> Group:
+    cfg = doc["model"]
+    info = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, show_header=False)
+    info.add_column(style="bold")
+    info.add_column()
+    for key, value in cfg.items():
+        info.add_row(key, str(value))
+    info.add_row("encoding", doc["encoding"])
+    info.add_row("parameters", f"{doc['parameters']:,}")
+    if "token_embeddings" in doc:
+        info.add_row("token embeddings", doc["token_embeddings"])
+    shapes = Table(title="Weights", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
+                   pad_edge=False)
+    shapes.add_column("name")
+    shapes.add_column("shape", justify="right")
+    shapes.add_column("count", justify="right")
+    for w in doc["weights"]:
+        shapes.add_row(w["name"], " × ".join(map(str, w["shape"])),
+                       f"{math.prod(w['shape']):,}")
+    return Group(Text("attn model", style="bold"), info, Text(), shapes)

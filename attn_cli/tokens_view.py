@@ -1,0 +1,36 @@
+"""The views of `attn tokens` and `attn encodings`, apart from render.py so that they need
+neither torch nor NumPy (SPEC §5: `attn tokens` is held to the cost of tiktoken alone)."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.table import Table
+
+from attn_cli.tokenize import Token
+
+SCHEMA_VERSION = 1
+
+
+def tokens_table(tokens: list[Token]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("index", justify="right")
+    table.add_column("id", justify="right")
+    table.add_column("token", no_wrap=True)
+    table.add_column("bytes", justify="right")
+    for t in tokens:
+        table.add_row(str(t.index), str(t.id), t.display, str(len(t.raw)))
+    return table
+
+
+def tokens_doc(text: str, encoding: str, tokens: list[Token]) -> dict:
+    return {"schema_version": SCHEMA_VERSION, "command": "tokens", "text": text,
+            "encoding": encoding, "count": len(tokens), "tokens": [t.to_dict() for t in tokens]}
+
+
+def encodings_table(rows: list[tuple[str, str]]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("encoding")
+    table.add_column("offline")
+    for name, status in rows:
+        table.add_row(name, status)
+    return table
