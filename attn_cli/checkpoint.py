@@ -369,7 +369,7 @@ def build(cfg: ModelConfig, checkpoint: dict[str, torch.Tensor]) -> model_lib.Tr
                 f"the weights file is not a GPT-2 checkpoint"
             )
         tensor = tensor.t() if name in linear else tensor
-        state[name] = tensor.to(torch.float32).contiguous()
+        state[name] = tensor.to(torch.float32)
     model.load_state_dict(state, strict=True, assign=True)
     return model
 

@@ -13,11 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from rich.console import Console
 
 from attn_cli.errors import AttnError, ConfigError, DeviceError
+
+try:  # typer 0.2x carries its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # older typer uses click itself
+    from click import exceptions as click_exceptions
 
 app = typer.Typer(
     name="attn",
@@ -100,7 +104,7 @@ def handle_errors(command):
             raise typer.Exit(0)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
-        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Exit):
+        except (typer.Exit, click_exceptions.ClickException):
             raise
         except Exception as exc:
             if _debug():
@@ -461,17 +465,16 @@ def main() -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="attn", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:
-        stderr.print(exc.ctx.get_help() if exc.ctx else str(exc))
-        code = 2
-    except click.UsageError as exc:
+    except click_exceptions.NoArgsIsHelpError:  # the help was printed already
+        code = 0
+    except click_exceptions.UsageError as exc:
         hint = f" (see 'attn {exc.ctx.info_name} --help')" if exc.ctx and \
             exc.ctx.info_name != "attn" else " (see 'attn --help')"
         stderr.print(f"error: {exc.format_message()}{hint}")
         code = 2
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         code = exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         stderr.print("error: interrupted")
         code = 130
     except KeyboardInterrupt:

@@ -86,7 +86,7 @@ def _fmt(value: float, precision: int) -> str:
     if math.isinf(value):
         return "−∞" if value < 0 else "∞"
     text = f"{value:.{precision}f}"
-    return "0" + text[1:] if text.startswith("-0") and float(text) == 0 else text
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def numeric_width(T: int, sample: np.ndarray, precision: int) -> int:
@@ -184,14 +184,17 @@ def _pool(values: np.ndarray, block: int, masked: np.ndarray | None):
 
 def header(cap: Capture, command: str) -> Text:
     c = cap.config
-    if c.source == "seeded":
-        model = (f"seeded model (seed {c.seed}): {c.n_layers} layers × {c.n_heads} heads, "
-                 f"d_model {c.d_model}, d_head {c.d_head}")
-    else:
-        model = f"{c.source}: {c.n_layers} layers × {c.n_heads} heads, d_model {c.d_model}"
+    sizes = (f"{_plural(c.n_layers, 'layer')} × {_plural(c.n_heads, 'head')}, "
+             f"d_model {c.d_model}, d_head {c.d_head}")
+    model = f"seeded model (seed {c.seed}): {sizes}" if c.source == "seeded" \
+        else f"{c.source}: {sizes}"
     mode = "causal" if c.causal else "bidirectional"
     return Text.assemble(("attn " + command, "bold"), f" · {model}, {mode} · ",
                          (cap.encoding, "cyan"), f" · {len(cap.tokens)} tokens")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def token_strip(tokens: list[Token]) -> Text:
@@ -288,20 +291,12 @@ def summarise(cap: Capture) -> list[HeadSummary]:
 
 def heads_view(cap: Capture, layer: int, view: View) -> Group:
     summaries = summarise(cap)
-    maps = []
-    tiny = View(precision=view.precision, color=view.color, width=view.width, full=False)
-    T = len(cap.tokens)
-    masked = ~analysis.allowed(T, cap.config.causal)
-    for n, s in enumerate(summaries):
-        rows = [_label(t) for t in cap.tokens] if n == 0 else ["" for _ in cap.tokens]
-        maps.append(_side_map(s.head.weights, rows, tiny, masked, f"head {s.head.head}",
-                              label_width=LABEL_WIDTH if n == 0 else 0))
     table = Table(title=f"Layer {layer}: every head", title_justify="left",
                   box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for name, justify in (("head", "right"), ("mean H (nats)", "right"),
-                          ("strongest pair", "left"), ("prev", "right"), ("self", "right"),
-                          ("first", "right"), ("mean dist", "right"), ("pattern", "left")):
-        table.add_column(name, justify=justify, no_wrap=True)
+    for name, justify in (("head", "right"), ("mean H", "right"), ("strongest pair", "left"),
+                          ("prev", "right"), ("self", "right"), ("first", "right"),
+                          ("dist", "right"), ("pattern", "left")):
+        table.add_column(name, justify=justify, no_wrap=name != "strongest pair")
     p = view.precision
     for s in summaries:
         st = s.strongest
@@ -311,25 +306,45 @@ def heads_view(cap: Capture, layer: int, view: View) -> Group:
                       _fmt(s.scores.previous_token, p), _fmt(s.scores.self, p),
                       _fmt(s.scores.first_token, p), _fmt(s.scores.mean_distance, p),
                       s.pattern or "—")
-    note = Text("numbers for one head: attn inspect --layer L --head H, or --json",
-                style="dim")
+    legend = Text("mean H: mean row entropy (nats) · prev / self / first: mean weight on the "
+                  "previous / same / first token · dist: mean |query − key| · numbers for one "
+                  "head: attn inspect --layer L --head H, or --json", style="dim")
     return Group(header(cap, "heads"), token_strip(cap.tokens), Text(),
-                 Columns(maps, padding=(0, 2)), Text(), table, note)
+                 side_by_side(cap, [s.head for s in summaries], view), Text(), table, legend)
 
 
-def _side_map(weights, rows, view, masked, title, label_width) -> Text:
-    out = Text(" " * (label_width + (1 if label_width else 0)) + title + "\n", style="bold")
-    for i, label in enumerate(rows):
-        if label_width:
-            out.append(f"{label:>{label_width}} ", style="bold")
-        for j in range(weights.shape[1]):
-            v = float(weights[i, j])
-            if masked[i, j]:
-                out.append("· ", style="dim")
-            elif view.color:
-                out.append("  ", style=_style(_ramp(v), True))
-            else:
-                out.append(_SHADES[min(int(v * 4 + 0.5), 4)] * 2)
+def side_by_side(cap: Capture, heads: list[HeadCapture], view: View) -> RenderableType:
+    """Small heat maps of several heads in a grid, two characters per weight, token labels on
+    the left of every row of maps."""
+    T = len(cap.tokens)
+    cell = 2 if T * 2 + LABEL_WIDTH + 3 <= view.width else 1
+    map_width = T * cell + 2
+    per_row = max(1, (view.width - LABEL_WIDTH - 1) // map_width)
+    if (T * cell + LABEL_WIDTH + 1) > view.width:  # even one map does not fit: pool it
+        return Group(*(heat_map(h.weights, [_label(t) for t in cap.tokens], view,
+                                masked=~analysis.allowed(T, cap.config.causal),
+                                title=f"head {h.head}") for h in heads))
+    masked = ~analysis.allowed(T, cap.config.causal)
+    out = Text()
+    for start in range(0, len(heads), per_row):
+        group = heads[start:start + per_row]
+        out.append(" " * (LABEL_WIDTH + 1))
+        for h in group:
+            out.append(f"{'head ' + str(h.head):<{map_width}}", style="bold")
+        out.append("\n")
+        for i, t in enumerate(cap.tokens):
+            out.append(f"{_label(t):>{LABEL_WIDTH}} ", style="bold")
+            for h in group:
+                for j in range(T):
+                    v = float(h.weights[i, j])
+                    if masked[i, j]:
+                        out.append("·" + " " * (cell - 1), style="dim")
+                    elif view.color:
+                        out.append(" " * cell, style=_style(_ramp(v), True))
+                    else:
+                        out.append(_SHADES[min(int(v * 4 + 0.5), 4)] * cell)
+                out.append("  ")
+            out.append("\n")
         out.append("\n")
     out.rstrip()
     return out
