@@ -57,16 +57,19 @@ class HeadScores:
     self: float  # mean over queries i >= 1 of A[i, i]
     first_token: float  # mean over queries i >= 1 of A[i, 0]
     mean_distance: float  # mean over all queries of Σ_j A[i, j]·|i - j|
+    duplicate_token: float | None = None  # see duplicate_token_score
+    induction: float | None = None  # see induction_score
 
     def to_dict(self) -> dict:
         return {"previous_token": self.previous_token, "self": self.self,
-                "first_token": self.first_token, "mean_distance": self.mean_distance}
+                "first_token": self.first_token, "mean_distance": self.mean_distance,
+                "duplicate_token": self.duplicate_token, "induction": self.induction}
 
 
-def head_scores(weights: np.ndarray) -> HeadScores:
+def head_scores(weights: np.ndarray, ids: list[int] | None = None) -> HeadScores:
     """Pattern scores of one head. Query 0 is left out of the first three (in a causal head
     it can only attend to itself, which says nothing about the head); with one token, the
-    scores use query 0."""
+    scores use query 0. With the token ids, also the duplicate-token and induction scores."""
     w = weights.astype(np.float64)
     T = w.shape[0]
     rows = np.arange(1, T) if T > 1 else np.arange(1)
@@ -77,7 +80,43 @@ def head_scores(weights: np.ndarray) -> HeadScores:
         self=float(w[rows, rows].mean()),
         first_token=float(w[rows, 0].mean()),
         mean_distance=float((w * dist).sum(axis=1).mean()),
+        duplicate_token=None if ids is None else duplicate_token_score(w, ids),
+        induction=None if ids is None else induction_score(w, ids),
     )
+
+
+def _targeted_score(weights: np.ndarray, targets: np.ndarray) -> float | None:
+    """Mean over queries with at least one target key of the weight on those keys."""
+    has = targets.any(axis=1)
+    if not has.any():
+        return None
+    return float((weights * targets).sum(axis=1)[has].mean())
+
+
+def duplicate_token_score(weights: np.ndarray, ids: list[int]) -> float | None:
+    """Attention from a token to earlier copies of itself: over queries i that have an
+    earlier j < i with ids[j] == ids[i], the mean of Σ_{such j} A[i, j]. None if no token
+    repeats."""
+    a = np.asarray(ids)
+    T = len(a)
+    earlier = np.tril(np.ones((T, T), dtype=bool), k=-1)
+    return _targeted_score(weights, (a[:, None] == a[None, :]) & earlier)
+
+
+def induction_score(weights: np.ndarray, ids: list[int]) -> float | None:
+    """Attention to the token *after* an earlier copy of the current token ([A][B] … [A] →
+    [B]): over queries i with some key j, 1 <= j <= i, where ids[j-1] == ids[i] and j-1 < i,
+    the mean of Σ_{such j} A[i, j]. None if no token repeats."""
+    a = np.asarray(ids)
+    T = len(a)
+    targets = np.zeros((T, T), dtype=bool)
+    if T > 1:
+        # targets[i, j] for j >= 1: ids[j-1] == ids[i], j-1 < i (an earlier copy), j <= i
+        same = a[:, None] == a[None, :-1]  # (T, T-1): query i vs key-1 position p = j-1
+        p = np.arange(T - 1)[None, :]
+        i = np.arange(T)[:, None]
+        targets[:, 1:] = same & (p < i) & (p + 1 <= i)
+    return _targeted_score(weights, targets)
 
 
 def normalised_entropy(weights: np.ndarray, causal: bool) -> float:
@@ -93,7 +132,8 @@ def normalised_entropy(weights: np.ndarray, causal: bool) -> float:
 def label(weights: np.ndarray, causal: bool, scores: HeadScores | None = None) -> str | None:
     """'previous-token', 'self', 'first-token', 'local', 'diffuse' or None (no clear pattern)."""
     s = scores or head_scores(weights)
-    named = {"previous-token": s.previous_token, "self": s.self, "first-token": s.first_token}
+    named = {"previous-token": s.previous_token, "self": s.self, "first-token": s.first_token,
+             "induction": s.induction or 0.0, "duplicate-token": s.duplicate_token or 0.0}
     best = max(named, key=named.get)
     if weights.shape[0] > 1 and named[best] >= LABEL_THRESHOLD:
         return best

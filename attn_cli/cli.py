@@ -241,12 +241,22 @@ def _check_formats(json: bool, ndjson: bool, svg, html) -> None:
 
 
 def _capture(opts: ModelOptions, text, file, errors, allow_special, layers, heads,
-             stages=False):
+             stages=False, repeat: int | None = None):
     from attn_cli import capture
 
-    source = _read(text, file, errors)
     model, encoding, name = build(opts)
-    tokens = _tokens(source, encoding, allow_special, model.cfg.n_positions, opts.truncate)
+    if repeat is not None:
+        from attn_cli.tokenize import repeated_random
+
+        if repeat < 1 or text is not None or file is not None:
+            raise ConfigError("--repeat N takes a number ≥ 1 and no text: it builds its own "
+                              "input (N random tokens, twice)")
+        tokens = repeated_random(repeat, model.cfg.seed or 0, encoding)
+        source = b"".join(t.raw for t in tokens).decode("utf-8", errors="replace")
+    else:
+        source = _read(text, file, errors)
+        tokens = _tokens(source, encoding, allow_special, model.cfg.n_positions,
+                         opts.truncate)
     keep = capture.select(model.cfg, layers, heads)
     return capture.run(model, source, name, tokens, keep, stages=stages)
 
@@ -323,18 +333,31 @@ def heads(
     seed: Seed = None, causal: Causal = None, model: ModelPath = None,
     truncate: Truncate = False, device: Device = "cpu",
     layer: Annotated[int, typer.Option("--layer", help="The layer whose heads to show.")] = 0,
+    pattern: Annotated[Optional[str], typer.Option(
+        "--pattern", help="Rank every head of every layer by one score: previous-token, self, "
+                          "first-token, duplicate-token or induction.")] = None,
+    repeat: Annotated[Optional[int], typer.Option(
+        "--repeat", help="Use N random tokens repeated twice as the input (the standard "
+                         "induction-head probe).")] = None,
     precision: Precision = 2, json: Json = False, ndjson: NDJson = False,
     no_color: NoColor = False, svg: Svg = None, html: Html = None,
 ) -> None:
     """Every head of one layer side by side, with what kind of head each one is."""
+    from attn_cli.render import PATTERN_SCORES
+
     _check_formats(json, ndjson, svg, html)
+    if pattern is not None and pattern not in PATTERN_SCORES:
+        raise ConfigError(f"--pattern {pattern!r} is not a pattern: choose one of "
+                          f"{', '.join(PATTERN_SCORES)}")
     opts = ModelOptions(layers, heads, d_model, d_ff, seed, causal, encoding, model, device,
                         truncate)
-    cap = _capture(opts, text, file, errors, allow_special, [layer], None)
-    from attn_cli import output, render
+    cap = _capture(opts, text, file, errors, allow_special,
+                   None if pattern else [layer], None, repeat=repeat)
+    from attn_cli import capture, output, render
 
+    capture.select(cap.config, [layer], None)  # the layer shown must exist
     if json or ndjson:
-        doc = render.heads_doc(cap, layer)
+        doc = render.heads_doc(cap, layer, pattern)
         if json:
             output.write_json(doc)
         else:
@@ -342,7 +365,8 @@ def heads(
     else:
         console = output.make_console(no_color, record=bool(svg or html))
         view = _view(precision, 3, "8", console, False)
-        output.show(console, render.heads_view(cap, layer, view), svg, html, "attn heads")
+        output.show(console, render.heads_view(cap, layer, view, pattern), svg, html,
+                    "attn heads")
 
 
 @app.command()

@@ -193,6 +193,10 @@ def header(cap: Capture, command: str) -> Text:
                          (cap.encoding, "cyan"), f" · {len(cap.tokens)} tokens")
 
 
+def _opt(value: float | None, precision: int) -> str:
+    return "—" if value is None else _fmt(value, precision)
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -275,10 +279,17 @@ class HeadSummary:
     pattern: str | None
 
 
-def summarise(cap: Capture) -> list[HeadSummary]:
+PATTERN_SCORES = {"previous-token": "previous_token", "self": "self",
+                  "first-token": "first_token", "duplicate-token": "duplicate_token",
+                  "induction": "induction"}
+
+
+def summarise(cap: Capture, layer: int | None = None) -> list[HeadSummary]:
     out = []
     for h in cap.heads:
-        scores = analysis.head_scores(h.weights)
+        if layer is not None and h.layer != layer:
+            continue
+        scores = analysis.head_scores(h.weights, [t.id for t in cap.tokens])
         out.append(HeadSummary(
             head=h,
             mean_entropy=float(analysis.entropy(h.weights).mean()),
@@ -289,13 +300,31 @@ def summarise(cap: Capture) -> list[HeadSummary]:
     return out
 
 
-def heads_view(cap: Capture, layer: int, view: View) -> Group:
-    summaries = summarise(cap)
+def ranking(cap: Capture, pattern: str) -> list[tuple[int, int, float | None]]:
+    """(layer, head, score) of every captured head, best first; None scores last."""
+    key = PATTERN_SCORES[pattern]
+    rows = [(s.head.layer, s.head.head, s.scores.to_dict()[key]) for s in summarise(cap)]
+    return sorted(rows, key=lambda r: (r[2] is None, -(r[2] or 0.0), r[0], r[1]))
+
+
+def ranking_table(cap: Capture, pattern: str, view: View) -> Table:
+    table = Table(title=f"Every head ranked by its {pattern} score", title_justify="left",
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name in ("rank", "layer", "head", "score"):
+        table.add_column(name, justify="right")
+    for n, (layer, head, score) in enumerate(ranking(cap, pattern), start=1):
+        table.add_row(str(n), str(layer), str(head), _opt(score, view.precision))
+    return table
+
+
+def heads_view(cap: Capture, layer: int, view: View, pattern: str | None = None) -> Group:
+    summaries = summarise(cap, layer)
     table = Table(title=f"Layer {layer}: every head", title_justify="left",
                   box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for name, justify in (("head", "right"), ("mean H", "right"), ("strongest pair", "left"),
                           ("prev", "right"), ("self", "right"), ("first", "right"),
-                          ("dist", "right"), ("pattern", "left")):
+                          ("dist", "right"), ("dup", "right"), ("ind", "right"),
+                          ("pattern", "left")):
         table.add_column(name, justify=justify, no_wrap=name != "strongest pair")
     p = view.precision
     for s in summaries:
@@ -305,12 +334,18 @@ def heads_view(cap: Capture, layer: int, view: View) -> Group:
         table.add_row(str(s.head.head), _fmt(s.mean_entropy, p), pair,
                       _fmt(s.scores.previous_token, p), _fmt(s.scores.self, p),
                       _fmt(s.scores.first_token, p), _fmt(s.scores.mean_distance, p),
+                      _opt(s.scores.duplicate_token, p), _opt(s.scores.induction, p),
                       s.pattern or "—")
     legend = Text("mean H: mean row entropy (nats) · prev / self / first: mean weight on the "
-                  "previous / same / first token · dist: mean |query − key| · numbers for one "
-                  "head: attn inspect --layer L --head H, or --json", style="dim")
-    return Group(header(cap, "heads"), token_strip(cap.tokens), Text(),
-                 side_by_side(cap, [s.head for s in summaries], view), Text(), table, legend)
+                  "previous / same / first token · dist: mean |query − key| · dup / ind: "
+                  "duplicate-token / induction scores (— when no token repeats; try --repeat) "
+                  "· numbers for one head: attn inspect --layer L --head H, or --json",
+                  style="dim")
+    parts = [header(cap, "heads"), token_strip(cap.tokens), Text()]
+    if pattern:
+        parts += [ranking_table(cap, pattern, view), Text()]
+    return Group(*parts, side_by_side(cap, [s.head for s in summaries], view), Text(), table,
+                 legend)
 
 
 def side_by_side(cap: Capture, heads: list[HeadCapture], view: View) -> RenderableType:
@@ -479,18 +514,22 @@ def embeddings_record(cap: Capture) -> dict:
     return {"layer": "final", "vectors": cap.embeddings}
 
 
-def heads_doc(cap: Capture, layer: int) -> dict:
+def heads_doc(cap: Capture, layer: int, pattern: str | None = None) -> dict:
     doc = _head_doc(cap)
     out = {"schema_version": doc.pop("schema_version"), "command": "heads", **doc,
            "layer": layer, "heads": []}
-    for s in summarise(cap):
+    if pattern:
+        out["ranking"] = {"pattern": pattern, "heads": [
+            {"layer": la, "head": he, "score": None if sc is None else f32(sc)}
+            for la, he, sc in ranking(cap, pattern)]}
+    for s in summarise(cap, layer):
         out["heads"].append({
             "head": s.head.head,
             "weights": s.head.weights,
             "mean_entropy": f32(s.mean_entropy),
             "strongest": {"query": s.strongest.query, "key": s.strongest.key,
                           "weight": f32(s.strongest.weight)},
-            "scores": {k: f32(v) for k, v in s.scores.to_dict().items()},
+            "scores": {k: None if v is None else f32(v) for k, v in s.scores.to_dict().items()},
             "pattern": s.pattern,
         })
     return out

@@ -200,4 +200,17 @@ def availability(name: str) -> str:
 def tokenize(text: str, encoding: tiktoken.Encoding, allow_special: bool = False) -> list[Token]:
     ids = encoding.encode(text, allowed_special="all") if allow_special \
         else encoding.encode_ordinary(text)
+    return from_ids(ids, encoding)
+
+
+def from_ids(ids: list[int], encoding: tiktoken.Encoding) -> list[Token]:
     return [Token(i, t, encoding.decode_single_token_bytes(t)) for i, t in enumerate(ids)]
+
+
+def repeated_random(n: int, seed: int, encoding: tiktoken.Encoding) -> list[Token]:
+    """The usual induction-head probe: n random ordinary tokens, then the same n again."""
+    import random
+
+    rng = random.Random(seed)  # a local generator: no global state is touched
+    ids = [rng.randrange(encoding.n_vocab - len(encoding.special_tokens_set)) for _ in range(n)]
+    return from_ids(ids + ids, encoding)
