@@ -165,3 +165,24 @@ def strongest(weights: np.ndarray, causal: bool) -> Strongest:
         offset = 0
     q, k = np.unravel_index(int(np.argmax(w)), w.shape)
     return Strongest(int(q) + offset, int(k), float(weights[q + offset, k]))
+
+
+def reduce_heads(per_head: list[np.ndarray], how: str) -> np.ndarray:
+    """One (T, T) matrix from several heads' weights: their mean or elementwise max."""
+    stack = np.stack(per_head).astype(np.float64)
+    return (stack.mean(axis=0) if how == "mean" else stack.max(axis=0)).astype(np.float32)
+
+
+def rollout(per_layer: list[np.ndarray]) -> np.ndarray:
+    """Attention rollout (Abnar & Zuidema, 2020). per_layer[l] is layer l's head-averaged
+    (T, T) attention. Each layer becomes Â = 0.5·A + 0.5·I with rows renormalised (the
+    residual stream), and R = Â_{L-1} ··· Â_1 · Â_0: later layers on the left. R[i, j] is how
+    much token i's final representation draws on input token j."""
+    T = per_layer[0].shape[0]
+    eye = np.eye(T)
+    result = eye
+    for a in per_layer:
+        a_hat = 0.5 * a.astype(np.float64) + 0.5 * eye
+        a_hat /= a_hat.sum(axis=1, keepdims=True)
+        result = a_hat @ result
+    return result.astype(np.float32)

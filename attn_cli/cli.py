@@ -296,16 +296,28 @@ def inspect(
     seed: Seed = None, causal: Causal = None, model: ModelPath = None,
     truncate: Truncate = False, device: Device = "cpu",
     layer: LayerList = None, head: HeadList = None, top_k: TopK = 3,
+    reduce: Annotated[Optional[str], typer.Option(
+        "--reduce", help="mean or max over the heads shown: one matrix per layer (one for the "
+                         "whole model with --reduce-layers).")] = None,
+    reduce_layers: Annotated[bool, typer.Option(
+        "--reduce-layers", help="With --reduce: also over layers.")] = False,
     precision: Precision = 2, dims: Dims = "8", json: Json = False, ndjson: NDJson = False,
     no_color: NoColor = False, full: Full = False, svg: Svg = None, html: Html = None,
 ) -> None:
     """Tokens, per-head attention (heat-coloured), top-k attended tokens, embeddings."""
     _check_formats(json, ndjson, svg, html)
+    if reduce not in (None, "mean", "max"):
+        raise ConfigError(f"--reduce must be mean or max, got {reduce!r}")
+    if reduce_layers and reduce is None:
+        raise ConfigError("--reduce-layers needs --reduce mean or --reduce max")
     opts = ModelOptions(layers, heads, d_model, d_ff, seed, causal, encoding, model, device,
                         truncate)
     _dims(dims)
     cap = _capture(opts, text, file, errors, allow_special, layer, head)
     from attn_cli import output, render
+
+    if reduce:
+        cap.heads = render.reduced_captures(cap, reduce, reduce_layers)
 
     if json:
         output.write_json(render.inspect_doc(cap, top_k))
@@ -409,6 +421,33 @@ def steps(
         console = output.make_console(no_color, record=bool(svg or html))
         view = _view(precision, 3, dims, console, full)
         output.show(console, render.steps_view(cap, h, view, query), svg, html, "attn steps")
+
+
+@app.command()
+@handle_errors
+def rollout(
+    text: Text = None, file: File = None, errors: Errors = "strict",
+    encoding: Encoding = None, allow_special: AllowSpecial = False,
+    layers: Layers = None, heads: Heads = None, d_model: DModel = None, d_ff: DFF = None,
+    seed: Seed = None, causal: Causal = None, model: ModelPath = None,
+    truncate: Truncate = False, device: Device = "cpu",
+    top_k: TopK = 3, precision: Precision = 2, json: Json = False,
+    no_color: NoColor = False, full: Full = False, svg: Svg = None, html: Html = None,
+) -> None:
+    """Attention rollout (Abnar & Zuidema 2020): which input tokens each token draws on."""
+    _check_formats(json, False, svg, html)
+    opts = ModelOptions(layers, heads, d_model, d_ff, seed, causal, encoding, model, device,
+                        truncate)
+    cap = _capture(opts, text, file, errors, allow_special, None, None)
+    from attn_cli import analysis, output, render
+
+    rolled = analysis.rollout(render.layer_means(cap))
+    if json:
+        output.write_json(render.rollout_doc(cap, rolled, top_k))
+    else:
+        console = output.make_console(no_color, record=bool(svg or html))
+        view = _view(precision, top_k, "8", console, full)
+        output.show(console, render.rollout_view(cap, rolled, view), svg, html, "attn rollout")
 
 
 @app.command()

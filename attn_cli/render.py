@@ -253,6 +253,10 @@ def embeddings_table(cap: Capture, view: View) -> Table:
 
 
 def head_title(h: HeadCapture) -> str:
+    if h.layer < 0:
+        return "All layers · all heads (reduced)"
+    if h.head < 0:
+        return f"Layer {h.layer} · all heads (reduced)"
     return f"Layer {h.layer} · Head {h.head}"
 
 
@@ -568,3 +572,38 @@ def model_view(doc: dict) -> Group:
         shapes.add_row(w["name"], " × ".join(map(str, w["shape"])),
                        f"{math.prod(w['shape']):,}")
     return Group(Text("attn model", style="bold"), info, Text(), shapes)
+
+
+def layer_means(cap: Capture) -> list[np.ndarray]:
+    layers = sorted({h.layer for h in cap.heads})
+    return [analysis.reduce_heads([h.weights for h in cap.heads if h.layer == la], "mean")
+            for la in layers]
+
+
+def rollout_view(cap: Capture, rolled: np.ndarray, view: View) -> Group:
+    title = (f"Attention rollout over {_plural(cap.config.n_layers, 'layer')}: "
+             "R = Â_L ··· Â_1, Â = rownorm(0.5·mean_heads(A) + 0.5·I)")
+    holder = HeadCapture(layer=-1, head=-1, weights=rolled)
+    return Group(header(cap, "rollout"), token_strip(cap.tokens), Text(),
+                 Text(title, style="bold"), weights_matrix(cap, holder, view, title=None),
+                 Text(f"top {view.top_k} input tokens each token draws on", style="italic"),
+                 top_lines(cap, holder, view))
+
+
+def rollout_doc(cap: Capture, rolled: np.ndarray, top_k: int) -> dict:
+    doc = _head_doc(cap)
+    tops = analysis.top_k(rolled, top_k, cap.config.causal)
+    return {"schema_version": doc.pop("schema_version"), "command": "rollout", **doc,
+            "rollout": rolled,
+            "top": [{"query": i, "keys": [{"index": a.index, "token": cap.tokens[a.index].text,
+                                           "weight": f32(a.weight)} for a in keys]}
+                    for i, keys in enumerate(tops)]}
+
+
+def reduced_captures(cap: Capture, how: str, whole_model: bool) -> list[HeadCapture]:
+    """--reduce: one matrix per layer (head = -1), or one for the whole model (both -1)."""
+    if whole_model:
+        return [HeadCapture(-1, -1, analysis.reduce_heads([h.weights for h in cap.heads], how))]
+    layers = sorted({h.layer for h in cap.heads})
+    return [HeadCapture(la, -1, analysis.reduce_heads(
+        [h.weights for h in cap.heads if h.layer == la], how)) for la in layers]
