@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from attn_cli.errors import ConfigError
 
-MAX_SEED = 2**63 - 1
+MAX_SEED = 2**32 - 1  # torch's CPU generator keeps 32 bits of a seed
 
 
 @dataclass(frozen=True)

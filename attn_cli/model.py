@@ -159,8 +159,8 @@ class Transformer(nn.Module):
         out = Forward()
         x = self.embed(ids)
         for layer, block in enumerate(self.h):
-            x, kept = block(x, tuple(keep.get(layer, ())), keep_stages)
-            heads = keep.get(layer, ())
+            heads = tuple(sorted(set(keep.get(layer, ()))))  # kept stages come in head order
+            x, kept = block(x, heads, keep_stages)
             for name, tensor in kept.items():
                 for i, head in enumerate(heads):
                     out.heads.setdefault((layer, head), {})[name] = tensor if name == "x" \
@@ -215,7 +215,8 @@ def seeded(cfg: ModelConfig) -> Transformer:
     give some heads a preference for particular keys: heads that differ from each other and
     are neither uniform nor one-hot. A local generator; no global RNG state is touched.
     """
-    model = Transformer(cfg)
+    with torch.random.fork_rng(devices=[]):  # nn.Linear's own init draws from the global RNG
+        model = Transformer(cfg)
     g = torch.Generator().manual_seed(cfg.seed)
     d, nh, hs = cfg.d_model, cfg.n_heads, cfg.d_head
 
