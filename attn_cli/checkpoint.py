@@ -169,7 +169,8 @@ def read_config(folder: Path) -> dict:
             f"{path} is not valid JSON ({exc}): restore it from the checkpoint's source"
         ) from None
     if not isinstance(hf, dict):
-        raise ModelLoadError(f"{path} is not a JSON object: restore it from the checkpoint's source")
+        raise ModelLoadError(
+            f"{path} is not a JSON object: restore it from the checkpoint's source")
     return hf
 
 
@@ -216,7 +217,8 @@ def model_config(hf: dict, folder: Path) -> ModelConfig:
         )
     eps = values["layer_norm_epsilon"]
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-        raise ModelLoadError(f"{where} has layer_norm_epsilon {eps!r}; it must be a positive number")
+        raise ModelLoadError(
+            f"{where} has layer_norm_epsilon {eps!r}; it must be a positive number")
     try:
         return ModelConfig(
             n_layers=values["n_layer"], n_heads=values["n_head"], d_model=values["n_embd"],
@@ -368,6 +370,8 @@ def build(cfg: ModelConfig, checkpoint: dict[str, torch.Tensor]) -> model_lib.Tr
                 f"tensor {name} in {cfg.source} is {tensor.dtype}, not floating point: "
                 f"the weights file is not a GPT-2 checkpoint"
             )
+        # A transposed view, not a copy: nn.Linear then runs the very matmul GPT-2's Conv1D
+        # runs on the same memory (addmm(b, x, W_in_out)), so the projections agree bit for bit.
         tensor = tensor.t() if name in linear else tensor
         state[name] = tensor.to(torch.float32)
     model.load_state_dict(state, strict=True, assign=True)
