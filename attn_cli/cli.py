@@ -261,30 +261,35 @@ def _capture(opts: ModelOptions, text, file, errors, allow_special, layers, head
     return capture.run(model, source, name, tokens, keep, stages=stages)
 
 
-def _view(precision: int, top_k: int, dims: str, console, full: bool):
+def _view(precision: int, top_k: int, dims: str, console, full: bool, n_tokens: int = 0):
     from attn_cli.output import uses_color
-    from attn_cli.render import View
+    from attn_cli.render import LABEL_WIDTH, View
 
+    if full:  # numbers at any width: let the table be as wide as it needs, not the terminal
+        console.width = max(console.width, LABEL_WIDTH + 4 + n_tokens * (precision + 8))
     return View(precision=precision, top_k=top_k, dims=_dims(dims), color=uses_color(console),
                 width=console.width, full=full)
 
 
 # ------------------------------------------------------------------ commands
 
-@app.callback()
-def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of unexpected errors "
-                                                        "(also ATTN_DEBUG=1).")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")]
-    = False,
-) -> None:
-    if debug:
-        os.environ["ATTN_DEBUG"] = "1"
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from attn_cli import __version__
 
         print(f"attn {__version__}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of unexpected errors "
+                                                        "(also ATTN_DEBUG=1).")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.",
+                                          callback=_print_version, is_eager=True)] = False,
+) -> None:
+    if debug:
+        os.environ["ATTN_DEBUG"] = "1"
 
 
 @app.command()
@@ -327,7 +332,7 @@ def inspect(
                             _then(records, {"embeddings": render.embeddings_record(cap)}))
     else:
         console = output.make_console(no_color, record=bool(svg or html))
-        view = _view(precision, top_k, dims, console, full)
+        view = _view(precision, top_k, dims, console, full, len(cap.tokens))
         output.show(console, render.inspect_view(cap, view), svg, html, "attn inspect")
 
 
@@ -403,8 +408,9 @@ def steps(
     _dims(dims)
     cap = _capture(opts, text, file, errors, allow_special, [layer], [head], stages=True)
     if query is not None and not 0 <= query < len(cap.tokens):
-        raise ConfigError(f"--query {query} is out of range: the input has {len(cap.tokens)} "
-                          f"tokens (0-{len(cap.tokens) - 1})")
+        n = len(cap.tokens)
+        raise ConfigError(f"--query {query} is out of range: the input has {n} "
+                          f"token{'s' if n != 1 else ''} (0-{n - 1})")
     from attn_cli import output, render
 
     h = cap.head(layer, head)
@@ -419,7 +425,7 @@ def steps(
             output.write_ndjson(doc, records + ([{"query": q}] if q is not None else []))
     else:
         console = output.make_console(no_color, record=bool(svg or html))
-        view = _view(precision, 3, dims, console, full)
+        view = _view(precision, 3, dims, console, full, len(cap.tokens))
         output.show(console, render.steps_view(cap, h, view, query), svg, html, "attn steps")
 
 
@@ -446,7 +452,7 @@ def rollout(
         output.write_json(render.rollout_doc(cap, rolled, top_k))
     else:
         console = output.make_console(no_color, record=bool(svg or html))
-        view = _view(precision, top_k, "8", console, full)
+        view = _view(precision, top_k, "8", console, full, len(cap.tokens))
         output.show(console, render.rollout_view(cap, rolled, view), svg, html, "attn rollout")
 
 

@@ -5,8 +5,8 @@
     embeddings = LN_f(x)
 
 Attention is the one function `attend` below: softmax(QKᵀ/√d_k + mask)·V, returning every
-stage. The forward pass calls it for the heads someone asked to see, and the CLI shows exactly
-what it computed; heads nobody asked for go through the fused
+stage. The forward pass calls it, and the CLI shows exactly what it computed. On long inputs
+(more than EXPLICIT_UP_TO tokens) heads nobody asked to see go through the fused
 `torch.nn.functional.scaled_dot_product_attention`, which computes the same thing without
 materialising a T×T matrix (the tests hold the two equal).
 
@@ -25,6 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from attn_cli.config import ModelConfig
+
+# Up to this many tokens every head goes through `attend`, kept or not, so a head's numbers do
+# not depend on which other heads were asked for. Beyond it, heads nobody asked to see go
+# through the fused kernel (no T×T matrix): the residual stream that later layers read may then
+# differ in the last float32 bit from a run that kept every head.
+EXPLICIT_UP_TO = 512
 
 STAGES = ("x", "q", "k", "v", "scores", "scaled", "masked", "weights", "output")
 
@@ -67,8 +73,11 @@ class SelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(self.cfg.d_model, dim=-1)
         q, k, v = (t.view(T, nh, hs).transpose(0, 1) for t in (q, k, v))  # (nh, T, hs)
         kept = {}
-        if len(keep) == nh:
-            z, kept = attend(q, k, v, self.cfg.causal, keep_stages)
+        if len(keep) == nh or T <= EXPLICIT_UP_TO:
+            z, stages = attend(q, k, v, self.cfg.causal, keep_stages)
+            idx = list(keep)
+            kept = stages if len(keep) == nh else {n: t[idx] for n, t in stages.items()} \
+                if keep else {}
         else:
             z = torch.empty_like(q)
             rest = [h for h in range(nh) if h not in keep]
