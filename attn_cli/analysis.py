@@ -24,10 +24,16 @@ def allowed(T: int, causal: bool) -> np.ndarray:
 
 def entropy(weights: np.ndarray) -> np.ndarray:
     """Each row's entropy in nats, -Σ p ln p with 0·ln 0 = 0; float32 of a float64 sum."""
-    p = weights.astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
-    return (0.0 - terms.sum(axis=-1)).astype(np.float32) + np.float32(0.0)
+    out = np.empty(weights.shape[0], dtype=np.float32)
+    for start in range(0, weights.shape[0], _BLOCK):  # row blocks: no T×T float64 temporaries
+        p = weights[start:start + _BLOCK].astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+        out[start:start + _BLOCK] = 0.0 - terms.sum(axis=-1)
+    return out + np.float32(0.0)
+
+
+_BLOCK = 256
 
 
 @dataclass(frozen=True)
@@ -42,12 +48,19 @@ def top_k(weights: np.ndarray, k: int, causal: bool) -> list[list[Attended]]:
     Masked keys are never listed, so early queries of a causal head list fewer than k.
     """
     T = weights.shape[0]
-    mask = allowed(T, causal)
+    k = min(k, T)
     out = []
-    for i in range(T):
-        keys = np.flatnonzero(mask[i])
-        order = keys[np.argsort(-weights[i, keys], kind="stable")][:k]
-        out.append([Attended(int(j), float(weights[i, j])) for j in order])
+    for start in range(0, T, _BLOCK):
+        w = weights[start:start + _BLOCK].astype(np.float64)
+        if causal:  # masked keys rank below every visible one (weights are >= 0)
+            w[np.arange(w.shape[0])[:, None] + start < np.arange(T)[None, :]] = -1.0
+        # the k-th largest value of each row; every key at or above it is a candidate, so
+        # ties at the boundary are settled by index below, not by the partition
+        kth = -np.partition(-w, k - 1, axis=1)[:, k - 1]
+        for row, threshold in zip(w, kth):
+            keys = np.flatnonzero((row >= threshold) & (row >= 0))
+            order = keys[np.argsort(-row[keys], kind="stable")][:k]
+            out.append([Attended(int(j), float(row[j])) for j in order])
     return out
 
 

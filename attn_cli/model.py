@@ -82,8 +82,9 @@ class SelfAttention(nn.Module):
             z = torch.empty_like(q)
             rest = [h for h in range(nh) if h not in keep]
             if rest:
+                # 4-D (batch of 1): on the CPU, 3-D input falls back to a path that builds T×T
                 z[rest] = F.scaled_dot_product_attention(
-                    q[rest], k[rest], v[rest], is_causal=self.cfg.causal)
+                    q[rest][None], k[rest][None], v[rest][None], is_causal=self.cfg.causal)[0]
             if keep:
                 idx = list(keep)
                 z[idx], kept = attend(q[idx], k[idx], v[idx], self.cfg.causal, keep_stages)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from rich import box
 from rich.columns import Columns
 from rich.console import Group, RenderableType
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
@@ -43,7 +45,17 @@ _RAMP = [(0.0, (30, 30, 60)), (0.25, (59, 82, 139)), (0.5, (33, 145, 140)),
          (0.75, (94, 201, 98)), (1.0, (253, 231, 37))]
 
 
+@lru_cache(maxsize=512)
+def _ramp_q(level: int) -> tuple[int, int, int]:
+    return _ramp_exact(level / 255)
+
+
 def _ramp(x: float) -> tuple[int, int, int]:
+    """The ramp at 256 levels (cached): more than the eye or the terminal tells apart."""
+    return _ramp_q(round(min(max(x, 0.0), 1.0) * 255))
+
+
+def _ramp_exact(x: float) -> tuple[int, int, int]:
     x = min(max(x, 0.0), 1.0)
     for (x0, c0), (x1, c1) in zip(_RAMP, _RAMP[1:]):
         if x <= x1:
@@ -61,12 +73,14 @@ def _diverging(x: float) -> tuple[int, int, int]:
     return tuple(round(m + (e - m) * t) for m, e in zip(mid, end))
 
 
-def _style(rgb: tuple[int, int, int], color: bool) -> str:
-    if not color:
-        return ""
-    r, g, b = rgb
+def _style(rgb: tuple[int, int, int], color: bool) -> Style | str:
+    return _rgb_style(*rgb) if color else ""
+
+
+@lru_cache(maxsize=4096)
+def _rgb_style(r: int, g: int, b: int) -> Style:
     fg = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 140 else "white"
-    return f"{fg} on rgb({r},{g},{b})"
+    return Style.parse(f"{fg} on rgb({r},{g},{b})")
 
 
 def _cell_rgb(value: float, scale: str, span: float) -> tuple[int, int, int]:

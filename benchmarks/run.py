@@ -1,0 +1,379 @@
+"""attn's speed and memory against SPEC §5, measured side by side in one run.
+
+    python benchmarks/run.py [--quick] [--repeats N] [--strict]
+
+One line per target: the figure (a ratio to its reference, or seconds), the target, what it
+was measured against, and PASS or FAIL. See benchmarks/README.md for what each figure means.
+
+How things are measured
+- Every timing is the wall time of a whole process (time.perf_counter around starting it and
+  waiting for it, as subprocess.run does), run through benchmarks/_peak.py, which also gives
+  the process's own peak RSS (os.wait4 on its pid, from a bare interpreter; _peak.py says why
+  neither RUSAGE_CHILDREN nor wait4 from this script would be right).
+- attn and its reference run in pairs, alternating (attn, reference, attn, reference, ...), so
+  that both see the same machine at the same time. A ratio is the median of the per-pair
+  ratios, which cancels slow drifts in machine load; the seconds shown are the medians of each
+  side.
+- Children run with Python's default bytecode caching (PYTHONDONTWRITEBYTECODE, which this
+  environment sets, is dropped for them), as on a user's machine: otherwise attn_cli would be
+  recompiled at every run while typer, rich and torch come precompiled.
+- The default run warms the page cache with one unrecorded pair for the start-up targets.
+  `--quick` uses tiny sizes, one run each and no warm-up: a smoke test, not a measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PY = sys.executable
+PEAK = str(HERE / "_peak.py")
+RANKS_GZ = ROOT / "attn_cli" / "encodings" / "o200k_base.tiktoken.gz"
+PARAGRAPH = ROOT / "sample_texts" / "paragraph.txt"
+SENTENCE = "The cat sat on the mat"
+
+sys.path.insert(0, str(HERE))
+import floor_light  # noqa: E402  (for the o200k encoding, built as the floor builds it)
+
+
+def attn_command() -> list[str]:
+    """The `attn` console script next to this interpreter (as a user runs it), else -m."""
+    script = Path(PY).with_name("attn")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("attn")
+    return [found] if found else [PY, "-m", "attn_cli"]
+
+
+ATTN = attn_command()
+
+_ENV = dict(os.environ)
+for _name in ("PYTHONDONTWRITEBYTECODE", "NO_COLOR", "FORCE_COLOR", "TIKTOKEN_CACHE_DIR"):
+    _ENV.pop(_name, None)
+_ENV["COLUMNS"] = "120"
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    return {**_ENV, **extra}
+
+
+# ------------------------------------------------------------------ measuring
+
+class BenchError(Exception):
+    pass
+
+
+@dataclass
+class Run:
+    wall: float  # seconds
+    rss_mb: float  # the process's own peak RSS, MiB
+
+
+def measure(cmd: list[str], stdout: str = os.devnull, env: dict | None = None) -> Run:
+    """One whole process: wall time and peak RSS, via the _peak.py wrapper."""
+    wrapper = [PY, "-I", "-S", PEAK, "--stdout", stdout, "--", *cmd]
+    done = subprocess.run(wrapper, capture_output=True, text=True, env=env or child_env())
+    if done.returncode != 0:
+        raise BenchError(f"the wrapper failed: {done.stderr.strip()[-500:]}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    if report["rc"] != 0:
+        raise BenchError(f"exit {report['rc']} from {' '.join(cmd)}: "
+                         f"{report['stderr'].strip()[-800:]}")
+    return Run(report["wall_s"], report["maxrss_kb"] / 1024)
+
+
+def paired(a: list[str], b: list[str], n: int, warmup: int, a_out: str = os.devnull,
+           b_out: str = os.devnull) -> tuple[list[Run], list[Run]]:
+    """n pairs, alternating a, b, a, b, ... after `warmup` unrecorded pairs."""
+    runs_a, runs_b = [], []
+    for i in range(warmup + n):
+        ra = measure(a, a_out)
+        rb = measure(b, b_out)
+        if i >= warmup:
+            runs_a.append(ra)
+            runs_b.append(rb)
+    return runs_a, runs_b
+
+
+def median(values) -> float:
+    return statistics.median(list(values))
+
+
+def pair_ratio(xs: list[float], ys: list[float]) -> float:
+    return median(x / y for x, y in zip(xs, ys))
+
+
+def spread(xs: list[float], ys: list[float]) -> str:
+    ratios = sorted(x / y for x, y in zip(xs, ys))
+    return f"pairs {ratios[0]:.2f}-{ratios[-1]:.2f}" if len(ratios) > 1 else "1 pair"
+
+
+# ------------------------------------------------------------------ report lines
+
+FAILED: list[str] = []
+ERRORS: list[str] = []
+
+
+def line(label: str, figure: str, reference: str, target: str, detail: str, ok: bool | None,
+         quick: bool = False) -> None:
+    verdict = "PASS" if ok else "FAIL"
+    if ok is None:
+        verdict = "INFO"
+    elif not ok:
+        FAILED.append(label)
+    if quick and ok is not None:
+        verdict += " (quick sizes)"
+    print(f"{label:<16} {figure:>8}  {reference:<15} {target:<19} {detail}   {verdict}",
+          flush=True)
+
+
+def error(label: str, exc: Exception) -> None:
+    ERRORS.append(label)
+    print(f"{label:<16} ERROR: {exc}", flush=True)
+
+
+def runs_note(n: int) -> str:
+    return f"median of {n} paired run{'s' if n != 1 else ''}"
+
+
+# ------------------------------------------------------------------ inputs
+
+def make_text(enc, n_tokens: int) -> tuple[str, list[int]]:
+    """Deterministic text of exactly n_tokens o200k tokens: sample_texts/paragraph.txt,
+    repeated, cut at a token boundary that survives re-encoding."""
+    base = PARAGRAPH.read_text(encoding="utf-8").strip()
+    reps = 1
+    while len(enc.encode_ordinary("\n\n".join([base] * reps))) < n_tokens + 16:
+        reps *= 2
+    ids = enc.encode_ordinary("\n\n".join([base] * reps))
+    for cut in sorted(range(n_tokens - 8, n_tokens + 9), key=lambda c: abs(c - n_tokens)):
+        text = enc.decode(ids[:cut])
+        again = enc.encode_ordinary(text)
+        if len(again) == n_tokens:
+            return text, again
+    raise BenchError(f"could not cut the sample text to exactly {n_tokens} tokens")
+
+
+class Inputs:
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.ranks = tmp / "o200k_base.tiktoken"
+        # The floors parse the same bundled rank file with tiktoken's own loader: gunzip it once.
+        self.ranks.write_bytes(gzip.decompress(RANKS_GZ.read_bytes()))
+        self.enc = floor_light.o200k(str(self.ranks))
+        self._files: dict[int, tuple[Path, Path]] = {}
+
+    def text_file(self, n_tokens: int) -> tuple[Path, Path]:
+        """(text file, ids JSON file) of exactly n_tokens tokens."""
+        if n_tokens not in self._files:
+            text, ids = make_text(self.enc, n_tokens)
+            tf, jf = self.tmp / f"text_{n_tokens}.txt", self.tmp / f"ids_{n_tokens}.json"
+            tf.write_text(text, encoding="utf-8")
+            jf.write_text(json.dumps(ids))
+            self._files[n_tokens] = (tf, jf)
+        return self._files[n_tokens]
+
+
+# ------------------------------------------------------------------ targets
+
+def target_tokens(inp: Inputs, n: int, warmup: int) -> None:
+    attn = ATTN + ["tokens", SENTENCE, "--json"]
+    floor = [PY, str(HERE / "floor_light.py"), "--ranks", str(inp.ranks), SENTENCE]
+    a, f = paired(attn, floor, n, warmup)
+    aw, fw = [r.wall for r in a], [r.wall for r in f]
+    ratio = pair_ratio(aw, fw)
+    line("tokens --json", f"{ratio:.2f}x", "light floor", "(target <= 1.25x)",
+         f"attn {median(aw):.3f} s / floor {median(fw):.3f} s ({runs_note(n)}; "
+         f"{spread(aw, fw)}; peak RSS {median(r.rss_mb for r in a):.0f} / "
+         f"{median(r.rss_mb for r in f):.0f} MB)", ratio <= 1.25)
+
+
+def imported_modules(args: list[str]) -> set[str]:
+    cmd = [PY, "-X", "importtime", "-m", "attn_cli", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=child_env())
+    if done.returncode != 0:
+        raise BenchError(f"exit {done.returncode} from attn {' '.join(args)}: "
+                         f"{done.stderr.strip()[-500:]}")
+    return {ln.rsplit("|", 1)[1].strip() for ln in done.stderr.splitlines()
+            if ln.startswith("import time:") and "|" in ln}
+
+
+def target_no_torch() -> None:
+    checks = {"attn --help": ["--help"], "attn tokens --help": ["tokens", "--help"],
+              "attn tokens TEXT": ["tokens", SENTENCE],
+              "attn tokens TEXT --json": ["tokens", SENTENCE, "--json"]}
+    offenders, numpy_in = [], []
+    for name, args in checks.items():
+        mods = imported_modules(args)
+        if any(m == "torch" or m.startswith("torch.") for m in mods):
+            offenders.append(name)
+        if "numpy" in mods:
+            numpy_in.append(name)
+    detail = f"{', '.join(checks)}: " + (
+        "torch never imported" if not offenders else f"torch IMPORTED by {', '.join(offenders)}")
+    detail += "; numpy " + (f"imported by {', '.join(numpy_in)}" if numpy_in else "not imported")
+    line("no torch", "none", "-X importtime", "(target: never)", detail, not offenders)
+
+
+def target_inspect(inp: Inputs, n: int, warmup: int) -> None:
+    attn = ATTN + ["inspect", SENTENCE, "--json"]
+    floor = [PY, str(HERE / "floor.py"), "--ranks", str(inp.ranks), SENTENCE]
+    a, f = paired(attn, floor, n, warmup)
+    aw, fw = [r.wall for r in a], [r.wall for r in f]
+    ratio = pair_ratio(aw, fw)
+    line("inspect --json", f"{ratio:.2f}x", "floor (+torch)", "(target <= 1.15x)",
+         f"attn {median(aw):.3f} s / floor {median(fw):.3f} s ({runs_note(n)}; "
+         f"{spread(aw, fw)}; peak RSS {median(r.rss_mb for r in a):.0f} / "
+         f"{median(r.rss_mb for r in f):.0f} MB)", ratio <= 1.15)
+
+
+def target_long(inp: Inputs, n_tokens: int, n: int, quick: bool) -> None:
+    text, ids = inp.text_file(n_tokens)
+    attn = ATTN + ["inspect", "--file", str(text), "--layers", "4", "--heads", "8",
+                   "--d-model", "256", "--json", "--layer", "3", "--head", "0"]
+    hf = [PY, str(HERE / "hf_reference.py"), "--ids", str(ids), "--layers", "4", "--heads", "8",
+          "--d-model", "256", "--layer", "3", "--head", "0"]
+    a, h = paired(attn, hf, n, 0)
+    aw, hw = [r.wall for r in a], [r.wall for r in h]
+    am, hm = [r.rss_mb for r in a], [r.rss_mb for r in h]
+    label = f"{n_tokens} tok"
+    wall = pair_ratio(aw, hw)
+    line(f"{label} wall", f"{wall:.2f}x", "HF GPT-2 eager", "(target <= 0.40x)",
+         f"attn {median(aw):.2f} s / HF {median(hw):.2f} s ({runs_note(n)}; {spread(aw, hw)})",
+         wall <= 0.40, quick)
+    mem = pair_ratio(am, hm)
+    line(f"{label} memory", f"{mem:.2f}x", "HF GPT-2 eager", "(target <= 0.25x)",
+         f"attn {median(am):,.0f} MB / HF {median(hm):,.0f} MB peak RSS (same runs; "
+         f"{spread(am, hm)})", mem <= 0.25, quick)
+    print(f"{'':<16} both: 4 layers x 8 heads, d_model 256, layer 3 head 0 as JSON to /dev/null, "
+          f"written with orjson + OPT_SERIALIZE_NUMPY (attn's serialiser), so this compares the "
+          f"model work, not the JSON library\n"
+          f"{'':<16} HF: GPT2Model, eager, output_attentions=True, inference_mode, vocab 50,257, "
+          f"given the token ids (it does not tokenize; attn does)", flush=True)
+
+
+def target_render(inp: Inputs, n: int) -> None:
+    text, _ = inp.text_file(64)
+    out = inp.tmp / "render.txt"
+    cmd = [PY, str(HERE / "_render.py"), "--file", str(text), "--out", str(out)]
+    env = child_env(FORCE_COLOR="1", COLORTERM="truecolor", TERM="xterm-256color")
+    results = []
+    for _ in range(n):
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            raise BenchError(f"exit {done.returncode} from _render.py: "
+                             f"{done.stderr.strip()[-800:]}")
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    render = median(r["render_s"] for r in results)
+    forward = median(r["forward_s"] for r in results)
+    r0 = results[0]
+    line("render 64 tok", f"{render:.3f} s", "beyond forward", "(target <= 0.50 s)",
+         f"inspect_view + console.print of {r0['heads']} heads, {r0['tokens']} tokens, "
+         f"{r0['width']} columns, {r0['color_system']}; forward pass {forward:.3f} s "
+         f"(median of {n} fresh process{'es' if n != 1 else ''}, each timed once, cold)",
+         render <= 0.5)
+
+
+def growth(inp: Inputs, sizes: list[int], repeats: dict[int, int]) -> None:
+    print(f"growth: attn inspect --file F --json --layer 0 --head 0 (default model: 2 layers x "
+          f"4 heads, d_model 64); JSON to a file", flush=True)
+    print(f"  {'tokens':>7} {'wall':>9} {'peak RSS':>10} {'JSON':>9}   runs", flush=True)
+    out = inp.tmp / "growth.json"
+    for n_tokens in sizes:
+        text, _ = inp.text_file(n_tokens)
+        cmd = ATTN + ["inspect", "--file", str(text), "--json", "--layer", "0", "--head", "0"]
+        try:
+            runs = [measure(cmd, str(out)) for _ in range(repeats[n_tokens])]
+        except BenchError as exc:
+            error(f"growth {n_tokens}", exc)
+            continue
+        size = out.stat().st_size / 1e6
+        print(f"  {n_tokens:>7} {median(r.wall for r in runs):>7.2f} s "
+              f"{median(r.rss_mb for r in runs):>7,.0f} MB {size:>6.1f} MB   "
+              f"median of {len(runs)}", flush=True)
+
+
+# ------------------------------------------------------------------ main
+
+def versions() -> str:
+    out = []
+    for mod in ("torch", "transformers", "tiktoken", "typer", "rich", "orjson"):
+        try:
+            from importlib.metadata import version
+
+            out.append(f"{mod} {version(mod)}")
+        except Exception:
+            out.append(f"{mod} ?")
+    return ", ".join(out)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description="attn's speed and memory against SPEC §5.")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes, one run each, no warm-up (a smoke test)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="paired runs per start-up target [default 9, --quick 1]; the "
+                        "4,096-token targets use half as many, rounded up")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = p.parse_args()
+    n = args.repeats if args.repeats is not None else (1 if args.quick else 9)
+    if n < 1:
+        p.error("--repeats must be at least 1")
+    heavy = math.ceil(n / 2)
+    warmup = 0 if args.quick else 1
+    long_tokens = 256 if args.quick else 4096
+    sizes = [16, 64, 128] if args.quick else [256, 1024, 4096]
+    growth_repeats = {s: (n if s < 4096 else heavy) for s in sizes}
+
+    started = time.perf_counter()
+    load = os.getloadavg()[0]
+    mode = " --quick: tiny sizes, NOT the SPEC figures" if args.quick else ""
+    print(f"attn benchmarks (SPEC §5){mode}")
+    print(f"python {platform.python_version()}, {versions()}; {os.cpu_count()} CPUs; "
+          f"load average {load:.2f} at start; attn = {' '.join(ATTN)}")
+    print("wall time of whole processes; ratio = median of per-pair ratios, pairs run "
+          "alternately (attn, reference, ...); peak RSS = each process's own ru_maxrss")
+    if load > 0.5 * (os.cpu_count() or 1):
+        print(f"warning: the machine is busy (load {load:.2f}); figures will be noisy")
+    print(flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="attn-bench-") as tmp:
+        inp = Inputs(Path(tmp))
+        steps = [
+            ("tokens --json", lambda: target_tokens(inp, n, warmup)),
+            ("no torch", target_no_torch),
+            ("inspect --json", lambda: target_inspect(inp, n, warmup)),
+            (f"{long_tokens} tok", lambda: target_long(inp, long_tokens, heavy, args.quick)),
+            ("render 64 tok", lambda: target_render(inp, n)),
+            ("growth", lambda: growth(inp, sizes, growth_repeats)),
+        ]
+        for label, step in steps:
+            try:
+                step()
+            except BenchError as exc:
+                error(label, exc)
+
+    print(f"\n{len(FAILED)} target(s) missed{': ' + ', '.join(FAILED) if FAILED else ''}; "
+          f"{len(ERRORS)} error(s); {time.perf_counter() - started:.0f} s in all; "
+          f"load average {os.getloadavg()[0]:.2f} at the end", flush=True)
+    if ERRORS:
+        return 1
+    return 1 if args.strict and FAILED else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
