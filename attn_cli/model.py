@@ -72,12 +72,12 @@ class SelfAttention(nn.Module):
         T, nh, hs = x.shape[0], self.cfg.n_heads, self.cfg.d_head
         q, k, v = self.c_attn(x).split(self.cfg.d_model, dim=-1)
         q, k, v = (t.view(T, nh, hs).transpose(0, 1) for t in (q, k, v))  # (nh, T, hs)
+        idx = list(keep)  # sorted, unique (Transformer.forward makes it so)
         kept = {}
         if len(keep) == nh or T <= EXPLICIT_UP_TO:
             z, stages = attend(q, k, v, self.cfg.causal, keep_stages)
-            idx = list(keep)
-            kept = stages if len(keep) == nh else {n: t[idx] for n, t in stages.items()} \
-                if keep else {}
+            if keep:
+                kept = stages if len(keep) == nh else {n: t[idx] for n, t in stages.items()}
         else:
             z = torch.empty_like(q)
             rest = [h for h in range(nh) if h not in keep]
@@ -86,10 +86,8 @@ class SelfAttention(nn.Module):
                 z[rest] = F.scaled_dot_product_attention(
                     q[rest][None], k[rest][None], v[rest][None], is_causal=self.cfg.causal)[0]
             if keep:
-                idx = list(keep)
                 z[idx], kept = attend(q[idx], k[idx], v[idx], self.cfg.causal, keep_stages)
         if keep_stages and keep:
-            idx = list(keep)
             kept.update(q=q[idx], k=k[idx], v=v[idx], output=z[idx])
         y = self.c_proj(z.transpose(0, 1).reshape(T, self.cfg.d_model))
         return y, kept

@@ -493,9 +493,11 @@ def f32(x: float) -> np.float32:
     return np.float32(x)
 
 
-def _head_doc(cap: Capture) -> dict:
+def _head_doc(cap: Capture, command: str) -> dict:
+    """The fields every model command's JSON starts with, in the documented order."""
     return {
         "schema_version": SCHEMA_VERSION,
+        "command": command,
         "text": cap.text,
         "encoding": cap.encoding,
         "model": cap.config.to_dict(),
@@ -504,21 +506,24 @@ def _head_doc(cap: Capture) -> dict:
 
 
 def attention_record(cap: Capture, h: HeadCapture, top_k: int) -> dict:
-    tops = analysis.top_k(h.weights, top_k, cap.config.causal)
     return {
         "layer": h.layer,
         "head": h.head,
         "weights": h.weights,
         "entropy": analysis.entropy(h.weights),
-        "top": [{"query": i, "keys": [{"index": a.index, "token": cap.tokens[a.index].text,
-                                       "weight": f32(a.weight)} for a in keys]}
-                for i, keys in enumerate(tops)],
+        "top": top_records(cap, h.weights, top_k),
     }
 
 
+def top_records(cap: Capture, weights: np.ndarray, top_k: int) -> list[dict]:
+    tops = analysis.top_k(weights, top_k, cap.config.causal)
+    return [{"query": i, "keys": [{"index": a.index, "token": cap.tokens[a.index].text,
+                                   "weight": f32(a.weight)} for a in keys]}
+            for i, keys in enumerate(tops)]
+
+
 def inspect_header(cap: Capture) -> dict:
-    doc = _head_doc(cap)
-    return {"schema_version": doc.pop("schema_version"), "command": "inspect", **doc}
+    return _head_doc(cap, "inspect")
 
 
 def inspect_doc(cap: Capture, top_k: int) -> dict:
@@ -533,9 +538,7 @@ def embeddings_record(cap: Capture) -> dict:
 
 
 def heads_doc(cap: Capture, layer: int, pattern: str | None = None) -> dict:
-    doc = _head_doc(cap)
-    out = {"schema_version": doc.pop("schema_version"), "command": "heads", **doc,
-           "layer": layer, "heads": []}
+    out = {**_head_doc(cap, "heads"), "layer": layer, "heads": []}
     if pattern:
         out["ranking"] = {"pattern": pattern, "heads": [
             {"layer": la, "head": he, "score": None if sc is None else f32(sc)}
@@ -554,10 +557,8 @@ def heads_doc(cap: Capture, layer: int, pattern: str | None = None) -> dict:
 
 
 def steps_doc(cap: Capture, h: HeadCapture, query: int | None) -> dict:
-    doc = _head_doc(cap)
     stages = dict(h.stages, weights=h.weights)
-    out = {"schema_version": doc.pop("schema_version"), "command": "steps", **doc,
-           "layer": h.layer, "head": h.head, "d_head": cap.config.d_head,
+    out = {**_head_doc(cap, "steps"), "layer": h.layer, "head": h.head, "d_head": cap.config.d_head,
            "stages": {name: stages[name] for name in ("x", "q", "k", "v", "scores", "scaled",
                                                       "masked", "weights", "output")}}
     if query is not None:
@@ -605,13 +606,8 @@ def rollout_view(cap: Capture, rolled: np.ndarray, view: View) -> Group:
 
 
 def rollout_doc(cap: Capture, rolled: np.ndarray, top_k: int) -> dict:
-    doc = _head_doc(cap)
-    tops = analysis.top_k(rolled, top_k, cap.config.causal)
-    return {"schema_version": doc.pop("schema_version"), "command": "rollout", **doc,
-            "rollout": rolled,
-            "top": [{"query": i, "keys": [{"index": a.index, "token": cap.tokens[a.index].text,
-                                           "weight": f32(a.weight)} for a in keys]}
-                    for i, keys in enumerate(tops)]}
+    return {**_head_doc(cap, "rollout"), "rollout": rolled,
+            "top": top_records(cap, rolled, top_k)}
 
 
 def reduced_captures(cap: Capture, how: str, whole_model: bool) -> list[HeadCapture]:

@@ -190,16 +190,18 @@ class Inputs:
 
 # ------------------------------------------------------------------ targets
 
-def target_tokens(inp: Inputs, n: int, warmup: int) -> None:
-    attn = ATTN + ["tokens", SENTENCE, "--json"]
-    floor = [PY, str(HERE / "floor_light.py"), "--ranks", str(inp.ranks), SENTENCE]
+def target_vs_floor(inp: Inputs, n: int, warmup: int, name: str, command: list[str],
+                    floor_script: str, floor_label: str, limit: float) -> None:
+    """A short attn command against a floor program, as the median of paired ratios."""
+    attn = ATTN + command
+    floor = [PY, str(HERE / floor_script), "--ranks", str(inp.ranks), SENTENCE]
     a, f = paired(attn, floor, n, warmup)
     aw, fw = [r.wall for r in a], [r.wall for r in f]
     ratio = pair_ratio(aw, fw)
-    line("tokens --json", f"{ratio:.2f}x", "light floor", "(target <= 1.25x)",
+    line(name, f"{ratio:.2f}x", floor_label, f"(target <= {limit:.2f}x)",
          f"attn {median(aw):.3f} s / floor {median(fw):.3f} s ({runs_note(n)}; "
          f"{spread(aw, fw)}; peak RSS {median(r.rss_mb for r in a):.0f} / "
-         f"{median(r.rss_mb for r in f):.0f} MB)", ratio <= 1.25)
+         f"{median(r.rss_mb for r in f):.0f} MB)", ratio <= limit)
 
 
 def imported_modules(args: list[str]) -> set[str]:
@@ -227,18 +229,6 @@ def target_no_torch() -> None:
         "torch never imported" if not offenders else f"torch IMPORTED by {', '.join(offenders)}")
     detail += "; numpy " + (f"imported by {', '.join(numpy_in)}" if numpy_in else "not imported")
     line("no torch", "none", "-X importtime", "(target: never)", detail, not offenders)
-
-
-def target_inspect(inp: Inputs, n: int, warmup: int) -> None:
-    attn = ATTN + ["inspect", SENTENCE, "--json"]
-    floor = [PY, str(HERE / "floor.py"), "--ranks", str(inp.ranks), SENTENCE]
-    a, f = paired(attn, floor, n, warmup)
-    aw, fw = [r.wall for r in a], [r.wall for r in f]
-    ratio = pair_ratio(aw, fw)
-    line("inspect --json", f"{ratio:.2f}x", "floor (+torch)", "(target <= 1.15x)",
-         f"attn {median(aw):.3f} s / floor {median(fw):.3f} s ({runs_note(n)}; "
-         f"{spread(aw, fw)}; peak RSS {median(r.rss_mb for r in a):.0f} / "
-         f"{median(r.rss_mb for r in f):.0f} MB)", ratio <= 1.15)
 
 
 def target_long(inp: Inputs, n_tokens: int, n: int, quick: bool) -> None:
@@ -354,9 +344,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="attn-bench-") as tmp:
         inp = Inputs(Path(tmp))
         steps = [
-            ("tokens --json", lambda: target_tokens(inp, n, warmup)),
+            ("tokens --json", lambda: target_vs_floor(
+                inp, n, warmup, "tokens --json", ["tokens", SENTENCE, "--json"],
+                "floor_light.py", "light floor", 1.25)),
             ("no torch", target_no_torch),
-            ("inspect --json", lambda: target_inspect(inp, n, warmup)),
+            ("inspect --json", lambda: target_vs_floor(
+                inp, n, warmup, "inspect --json", ["inspect", SENTENCE, "--json"],
+                "floor.py", "floor (+torch)", 1.15)),
             (f"{long_tokens} tok", lambda: target_long(inp, long_tokens, heavy, args.quick)),
             ("render 64 tok", lambda: target_render(inp, n)),
             ("growth", lambda: growth(inp, sizes, growth_repeats)),
