@@ -142,6 +142,13 @@ def normalised_entropy(weights: np.ndarray, causal: bool) -> float:
     return float((entropy(weights)[rows] / np.log(n_keys[rows])).mean())
 
 
+def uniform_distance(T: int, causal: bool) -> float:
+    """The mean_distance of a head that spreads every row evenly over its visible keys."""
+    dist = np.abs(np.arange(T)[:, None] - np.arange(T)[None, :])
+    seen = allowed(T, causal)
+    return float((np.where(seen, dist, 0).sum(axis=1) / seen.sum(axis=1)).mean())
+
+
 def label(weights: np.ndarray, causal: bool, scores: HeadScores | None = None) -> str | None:
     """'previous-token', 'self', 'first-token', 'local', 'diffuse' or None (no clear pattern)."""
     s = scores or head_scores(weights)
@@ -150,7 +157,8 @@ def label(weights: np.ndarray, causal: bool, scores: HeadScores | None = None) -
     best = max(named, key=named.get)
     if weights.shape[0] > 1 and named[best] >= LABEL_THRESHOLD:
         return best
-    if weights.shape[0] >= 4 and s.mean_distance <= LOCAL_DISTANCE:
+    T = weights.shape[0]
+    if T >= 4 and s.mean_distance <= min(LOCAL_DISTANCE, 0.5 * uniform_distance(T, causal)):
         return "local"
     if normalised_entropy(weights, causal) >= DIFFUSE_ENTROPY:
         return "diffuse"
@@ -199,3 +207,9 @@ def rollout(per_layer: list[np.ndarray]) -> np.ndarray:
         a_hat /= a_hat.sum(axis=1, keepdims=True)
         result = a_hat @ result
     return result.astype(np.float32)
+
+
+def total_variation(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Per row i: TV_i = ½·Σ_j |p[i, j] − q[i, j]|, the total variation distance between two
+    attention distributions of the same query: 0 when they agree, 1 when they share no key."""
+    return 0.5 * np.abs(p.astype(np.float64) - q.astype(np.float64)).sum(axis=1)

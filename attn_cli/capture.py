@@ -22,6 +22,7 @@ class HeadCapture:
     head: int
     weights: np.ndarray  # (T, T) float32; rows are queries, columns keys
     stages: dict[str, np.ndarray] = field(default_factory=dict)  # see model.STAGES
+    reduced: str | None = None  # "mean" or "max" for an --reduce matrix (head -1)
 
 
 @dataclass

@@ -245,30 +245,41 @@ def _capture(opts: ModelOptions, text, file, errors, allow_special, layers, head
     from attn_cli import capture
 
     model, encoding, name = build(opts)
-    if repeat is not None:
-        from attn_cli.tokenize import repeated_random
-
-        if repeat < 1 or text is not None or file is not None:
-            raise ConfigError("--repeat N takes a number ≥ 1 and no text: it builds its own "
-                              "input (N random tokens, twice)")
-        tokens = repeated_random(repeat, model.cfg.seed or 0, encoding)
-        source = b"".join(t.raw for t in tokens).decode("utf-8", errors="replace")
-    else:
+    if repeat is None:
         source = _read(text, file, errors)
-        tokens = _tokens(source, encoding, allow_special, model.cfg.n_positions,
-                         opts.truncate)
+        return _run(model, encoding, name, opts, source, allow_special, layers, heads, stages)
+    from attn_cli.tokenize import repeated_random
+
+    if repeat < 1 or text is not None or file is not None:
+        raise ConfigError("--repeat N takes a number ≥ 1 and no text: it builds its own "
+                          "input (N random tokens, twice)")
+    tokens = repeated_random(repeat, model.cfg.seed or 0, encoding)
+    source = b"".join(t.raw for t in tokens).decode("utf-8", errors="replace")
+    return capture.run(model, source, name, tokens, capture.select(model.cfg, layers, heads),
+                       stages=stages)
+
+
+def _run(model, encoding, name, opts: ModelOptions, source: str, allow_special, layers, heads,
+         stages=False):
+    from attn_cli import capture
+
+    tokens = _tokens(source, encoding, allow_special, model.cfg.n_positions, opts.truncate)
     keep = capture.select(model.cfg, layers, heads)
     return capture.run(model, source, name, tokens, keep, stages=stages)
 
 
-def _view(precision: int, top_k: int, dims: str, console, full: bool, n_tokens: int = 0):
-    from attn_cli.output import uses_color
+def _terminal(command: str, make, no_color: bool, svg, html, *, precision: int = 2,
+              top_k: int = 3, dims: str = "8", full: bool = False, n: int = 0) -> None:
+    """Print `make(view)` once to stdout (and save it as SVG/HTML if asked)."""
+    from attn_cli import output
     from attn_cli.render import LABEL_WIDTH, View
 
+    console = output.make_console(no_color, record=bool(svg or html))
     if full:  # numbers at any width: let the table be as wide as it needs, not the terminal
-        console.width = max(console.width, LABEL_WIDTH + 4 + n_tokens * (precision + 8))
-    return View(precision=precision, top_k=top_k, dims=_dims(dims), color=uses_color(console),
-                width=console.width, full=full)
+        console.width = max(console.width, LABEL_WIDTH + 4 + n * (precision + 8))
+    view = View(precision=precision, top_k=top_k, dims=_dims(dims),
+                color=output.uses_color(console), width=console.width, full=full)
+    output.show(console, make(view), svg, html, f"attn {command}")
 
 
 # ------------------------------------------------------------------ commands
@@ -331,9 +342,8 @@ def inspect(
         output.write_ndjson(render.inspect_header(cap),
                             _then(records, {"embeddings": render.embeddings_record(cap)}))
     else:
-        console = output.make_console(no_color, record=bool(svg or html))
-        view = _view(precision, top_k, dims, console, full, len(cap.tokens))
-        output.show(console, render.inspect_view(cap, view), svg, html, "attn inspect")
+        _terminal("inspect", lambda view: render.inspect_view(cap, view), no_color, svg, html,
+                  precision=precision, top_k=top_k, dims=dims, full=full, n=len(cap.tokens))
 
 
 def _then(records, last):
@@ -380,10 +390,8 @@ def heads(
         else:
             output.write_ndjson({k: v for k, v in doc.items() if k != "heads"}, doc["heads"])
     else:
-        console = output.make_console(no_color, record=bool(svg or html))
-        view = _view(precision, 3, "8", console, False)
-        output.show(console, render.heads_view(cap, layer, view, pattern), svg, html,
-                    "attn heads")
+        _terminal("heads", lambda view: render.heads_view(cap, layer, view, pattern), no_color,
+                  svg, html, precision=precision)
 
 
 @app.command()
@@ -424,9 +432,8 @@ def steps(
             records = [{"stage": name, "values": values} for name, values in stages.items()]
             output.write_ndjson(doc, records + ([{"query": q}] if q is not None else []))
     else:
-        console = output.make_console(no_color, record=bool(svg or html))
-        view = _view(precision, 3, dims, console, full, len(cap.tokens))
-        output.show(console, render.steps_view(cap, h, view, query), svg, html, "attn steps")
+        _terminal("steps", lambda view: render.steps_view(cap, h, view, query), no_color, svg,
+                  html, precision=precision, dims=dims, full=full, n=len(cap.tokens))
 
 
 @app.command()
@@ -451,9 +458,141 @@ def rollout(
     if json:
         output.write_json(render.rollout_doc(cap, rolled, top_k))
     else:
-        console = output.make_console(no_color, record=bool(svg or html))
-        view = _view(precision, top_k, "8", console, full, len(cap.tokens))
-        output.show(console, render.rollout_view(cap, rolled, view), svg, html, "attn rollout")
+        _terminal("rollout", lambda view: render.rollout_view(cap, rolled, view), no_color, svg,
+                  html, precision=precision, top_k=top_k, full=full, n=len(cap.tokens))
+
+
+# The options --a and --b may set: flag -> (ModelOptions field, value type or the constant).
+_SIDE_FLAGS = {"--seed": ("seed", int), "--layers": ("layers", int), "--heads": ("heads", int),
+               "--d-model": ("d_model", int), "--d-ff": ("d_ff", int),
+               "--encoding": ("encoding", str), "--model": ("model", str),
+               "--causal": ("causal", True), "--bidirectional": ("causal", False)}
+
+
+def side_options(base: ModelOptions, flag: str, spec: str) -> ModelOptions:
+    """--a "--seed 1 --bidirectional": the shared options with these model options on top."""
+    import dataclasses
+    import shlex
+
+    try:
+        words = shlex.split(spec)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: cannot split {spec!r} into options: {exc}") from None
+    changes = {}
+    while words:
+        word = words.pop(0)
+        name, eq, value = word.partition("=")
+        if name not in _SIDE_FLAGS:
+            raise ConfigError(f"{flag}: {word!r} is not a model option; it takes "
+                              f"{', '.join(_SIDE_FLAGS)}")
+        field, kind = _SIDE_FLAGS[name]
+        if isinstance(kind, bool):
+            if eq:
+                raise ConfigError(f"{flag}: {name} takes no value, got {word!r}")
+            changes[field] = kind
+            continue
+        if not eq:
+            if not words:
+                raise ConfigError(f"{flag}: {name} needs a value")
+            value = words.pop(0)
+        try:
+            changes[field] = kind(value)
+        except ValueError:
+            raise ConfigError(f"{flag}: {name} needs a whole number, got {value!r}") from None
+    return dataclasses.replace(base, **changes)
+
+
+def _side(base: ModelOptions, flag: str, spec: str, source: str, allow_special, layers, heads):
+    """Build and run one side of a comparison; its errors name the side."""
+    from attn_cli.render import Side
+
+    name = flag[2:].upper()
+    opts = side_options(base, flag, spec)
+    try:
+        model, encoding, enc_name = build(opts)
+        cap = _run(model, encoding, enc_name, opts, source, allow_special, layers, heads)
+    except AttnError as exc:
+        raise type(exc)(f"{name} ({flag} {spec!r}): {exc}") from None
+    return Side(name, spec.strip(), cap)
+
+
+@app.command()
+@handle_errors
+def compare(
+    text: Text = None, file: File = None, errors: Errors = "strict",
+    a: Annotated[str, typer.Option(
+        "--a", help="Model options of side A, in quotes: --seed, --layers, --heads, --d-model, "
+                    "--d-ff, --causal/--bidirectional, --encoding, --model.")] = "",
+    b: Annotated[str, typer.Option("--b", help="Model options of side B, likewise.")] = "",
+    encoding: Encoding = None, allow_special: AllowSpecial = False,
+    layers: Layers = None, heads: Heads = None, d_model: DModel = None, d_ff: DFF = None,
+    seed: Seed = None, causal: Causal = None, model: ModelPath = None,
+    truncate: Truncate = False, device: Device = "cpu",
+    layer: LayerList = None, head: HeadList = None,
+    precision: Precision = 2, json: Json = False,
+    no_color: NoColor = False, full: Full = False, svg: Svg = None, html: Html = None,
+) -> None:
+    """Two models on the same text, head by head: how far each head's attention moves (total
+    variation distance per query), with the most different head side by side."""
+    _check_formats(json, False, svg, html)
+    if not a.strip() and not b.strip():
+        raise ConfigError('compare needs two different sides: --a "--seed 0" --b "--seed 1", '
+                          'for example, or --a --causal --b --bidirectional')
+    base = ModelOptions(layers, heads, d_model, d_ff, seed, causal, encoding, model, device,
+                        truncate)
+    source = _read(text, file, errors)
+    side_a = _side(base, "--a", a, source, allow_special, layer, head)
+    side_b = _side(base, "--b", b, source, allow_special, layer, head)
+    ta, tb = side_a.cap.tokens, side_b.cap.tokens
+    if [t.raw for t in ta] != [t.raw for t in tb]:
+        raise ConfigError(
+            f"A and B split the text into different tokens ({len(ta)} with {side_a.cap.encoding}"
+            f", {len(tb)} with {side_b.cap.encoding}), so their rows cannot be compared: give "
+            f"both sides the same --encoding")
+    from attn_cli import output, render
+
+    diffs = render.head_diffs(side_a.cap, side_b.cap)
+    ca, cb = side_a.cap.config, side_b.cap.config
+    if (ca.n_layers, ca.n_heads) != (cb.n_layers, cb.n_heads):
+        note(f"A has {ca.n_layers} × {ca.n_heads} heads and B {cb.n_layers} × {cb.n_heads}; "
+             f"comparing the {len(diffs)} (layer, head) pairs both have")
+    if json:
+        output.write_json(render.compare_doc(side_a, side_b, diffs))
+    else:
+        _terminal("compare", lambda view: render.compare_view(side_a, side_b, diffs, view),
+                  no_color, svg, html, precision=precision, full=full, n=len(ta))
+
+
+@app.command()
+@handle_errors
+def plot(
+    text: Text = None, file: File = None, errors: Errors = "strict",
+    output: Annotated[Path, typer.Option(
+        "-o", "--output", help="The picture to write: .png, .svg or .pdf.",
+        show_default=False)] = ...,
+    encoding: Encoding = None, allow_special: AllowSpecial = False,
+    layers: Layers = None, heads: Heads = None, d_model: DModel = None, d_ff: DFF = None,
+    seed: Seed = None, causal: Causal = None, model: ModelPath = None,
+    truncate: Truncate = False, device: Device = "cpu",
+    layer: LayerList = None, head: HeadList = None,
+    dpi: Annotated[int, typer.Option("--dpi", help="Pixels per inch (PNG).", min=20,
+                                     max=600)] = 100,
+) -> None:
+    """A grid of per-head heat maps (layers × heads, tokens on both axes) saved as a picture;
+    needs the optional extra: pip install 'attn-cli[plot]'."""
+    from attn_cli import plot as plot_lib
+
+    plot_lib.require()
+    plot_lib.check_path(output)
+    opts = ModelOptions(layers, heads, d_model, d_ff, seed, causal, encoding, model, device,
+                        truncate)
+    cap = _capture(opts, text, file, errors, allow_special, layer, head)
+    plot_lib.save(cap, output, dpi=dpi)
+    note(f"wrote {output} ({_count(len(cap.heads), 'head')}, {_count(len(cap.tokens), 'token')})")
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 @app.command()
@@ -525,6 +664,21 @@ def model_command(
 
 # ------------------------------------------------------------------ entry point
 
+def _given(args: list[str], exc) -> str:
+    """', got 'abc'' for a bad option value, when click's message does not quote it."""
+    param = getattr(exc, "param", None)
+    if not isinstance(exc, click_exceptions.BadParameter) or param is None:
+        return ""
+    value = None
+    for n, arg in enumerate(args):
+        name, eq, rest = arg.partition("=")
+        if name in getattr(param, "opts", ()):
+            value = rest if eq else (args[n + 1] if n + 1 < len(args) else None)
+    if value is None or repr(value) in exc.format_message():
+        return ""
+    return f", got {value!r}"
+
+
 def main() -> None:
     """The console script: like app(), but every usage error is one line and exit 2."""
     args = sys.argv[1:]
@@ -539,7 +693,8 @@ def main() -> None:
     except click_exceptions.UsageError as exc:
         hint = f" (see 'attn {exc.ctx.info_name} --help')" if exc.ctx and \
             exc.ctx.info_name != "attn" else " (see 'attn --help')"
-        stderr.print(f"error: {exc.format_message()}{hint}")
+        given = _given(args, exc)
+        stderr.print(f"error: {exc.format_message()}{given}{hint}")
         code = 2
     except typer.Exit as exc:
         code = exc.exit_code

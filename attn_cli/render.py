@@ -196,14 +196,18 @@ def _pool(values: np.ndarray, block: int, masked: np.ndarray | None):
 
 # ---------------------------------------------------------------- pieces
 
-def header(cap: Capture, command: str) -> Text:
-    c = cap.config
-    sizes = (f"{_plural(c.n_layers, 'layer')} × {_plural(c.n_heads, 'head')}, "
-             f"d_model {c.d_model}, d_head {c.d_head}")
+def describe(c, d_head: bool = True) -> str:
+    """A ModelConfig in words: 'seeded model (seed 0): 2 layers × 4 heads, …, causal'."""
+    sizes = f"{_plural(c.n_layers, 'layer')} × {_plural(c.n_heads, 'head')}, d_model {c.d_model}"
+    if d_head:
+        sizes += f", d_head {c.d_head}"
     model = f"seeded model (seed {c.seed}): {sizes}" if c.source == "seeded" \
         else f"{c.source}: {sizes}"
-    mode = "causal" if c.causal else "bidirectional"
-    return Text.assemble(("attn " + command, "bold"), f" · {model}, {mode} · ",
+    return f"{model}, {'causal' if c.causal else 'bidirectional'}"
+
+
+def header(cap: Capture, command: str) -> Text:
+    return Text.assemble(("attn " + command, "bold"), f" · {describe(cap.config)} · ",
                          (cap.encoding, "cyan"), f" · {len(cap.tokens)} tokens")
 
 
@@ -367,36 +371,41 @@ def heads_view(cap: Capture, layer: int, view: View, pattern: str | None = None)
 
 
 def side_by_side(cap: Capture, heads: list[HeadCapture], view: View) -> RenderableType:
-    """Small heat maps of several heads in a grid, two characters per weight, token labels on
-    the left of every row of maps."""
-    T = len(cap.tokens)
+    masked = ~analysis.allowed(len(cap.tokens), cap.config.causal)
+    return panels(cap.tokens, [(f"head {h.head}", h.weights, masked) for h in heads], view)
+
+
+def panels(tokens: list[Token], items: list[tuple[str, np.ndarray, np.ndarray]], view: View
+           ) -> RenderableType:
+    """Small heat maps of several (title, weights, masked) in a grid, two characters per
+    weight, token labels on the left of every row of maps."""
+    T = len(tokens)
+    labels = [_label(t) for t in tokens]
     cell = 2 if T * 2 + LABEL_WIDTH + 3 <= view.width else 1
-    map_width = T * cell + 2
+    map_width = max(T * cell + 2, max(len(title) for title, _, _ in items) + 2)
     per_row = max(1, (view.width - LABEL_WIDTH - 1) // map_width)
     if (T * cell + LABEL_WIDTH + 1) > view.width:  # even one map does not fit: pool it
-        return Group(*(heat_map(h.weights, [_label(t) for t in cap.tokens], view,
-                                masked=~analysis.allowed(T, cap.config.causal),
-                                title=f"head {h.head}") for h in heads))
-    masked = ~analysis.allowed(T, cap.config.causal)
+        return Group(*(heat_map(w, labels, view, masked=m, title=title)
+                       for title, w, m in items))
     out = Text()
-    for start in range(0, len(heads), per_row):
-        group = heads[start:start + per_row]
+    for start in range(0, len(items), per_row):
+        group = items[start:start + per_row]
         out.append(" " * (LABEL_WIDTH + 1))
-        for h in group:
-            out.append(f"{'head ' + str(h.head):<{map_width}}", style="bold")
+        for title, _, _ in group:
+            out.append(f"{title:<{map_width}}", style="bold")
         out.append("\n")
-        for i, t in enumerate(cap.tokens):
-            out.append(f"{_label(t):>{LABEL_WIDTH}} ", style="bold")
-            for h in group:
+        for i, label in enumerate(labels):
+            out.append(f"{label:>{LABEL_WIDTH}} ", style="bold")
+            for _, weights, masked in group:
                 for j in range(T):
-                    v = float(h.weights[i, j])
+                    v = float(weights[i, j])
                     if masked[i, j]:
                         out.append("·" + " " * (cell - 1), style="dim")
                     elif view.color:
                         out.append(" " * cell, style=_style(_ramp(v), True))
                     else:
                         out.append(_SHADES[min(int(v * 4 + 0.5), 4)] * cell)
-                out.append("  ")
+                out.append(" " * (map_width - T * cell))
             out.append("\n")
         out.append("\n")
     out.rstrip()
@@ -510,7 +519,7 @@ def attention_record(cap: Capture, h: HeadCapture, top_k: int) -> dict:
         "layer": h.layer,
         "head": h.head,
         "weights": h.weights,
-        "entropy": analysis.entropy(h.weights),
+        "entropy": None if h.reduced == "max" else analysis.entropy(h.weights),
         "top": top_records(cap, h.weights, top_k),
     }
 
@@ -613,7 +622,136 @@ def rollout_doc(cap: Capture, rolled: np.ndarray, top_k: int) -> dict:
 def reduced_captures(cap: Capture, how: str, whole_model: bool) -> list[HeadCapture]:
     """--reduce: one matrix per layer (head = -1), or one for the whole model (both -1)."""
     if whole_model:
-        return [HeadCapture(-1, -1, analysis.reduce_heads([h.weights for h in cap.heads], how))]
+        return [HeadCapture(-1, -1, analysis.reduce_heads([h.weights for h in cap.heads], how),
+                            reduced=how)]
     layers = sorted({h.layer for h in cap.heads})
     return [HeadCapture(la, -1, analysis.reduce_heads(
-        [h.weights for h in cap.heads if h.layer == la], how)) for la in layers]
+        [h.weights for h in cap.heads if h.layer == la], how), reduced=how) for la in layers]
+
+
+# ---------------------------------------------------------------- compare
+
+@dataclass(frozen=True)
+class Side:
+    """One side of `attn compare`: its name, the options that made it, its capture."""
+
+    name: str
+    options: str
+    cap: Capture
+
+    @property
+    def masked(self) -> np.ndarray:
+        return ~analysis.allowed(len(self.cap.tokens), self.cap.config.causal)
+
+
+@dataclass(frozen=True)
+class HeadDiff:
+    a: HeadCapture
+    b: HeadCapture
+    rows: np.ndarray  # (T,) float64: total variation distance of each query's row
+
+    @property
+    def mean(self) -> float:
+        return float(self.rows.mean())
+
+    @property
+    def worst_query(self) -> int:
+        return int(np.argmax(self.rows))
+
+
+def head_diffs(a: Capture, b: Capture) -> list[HeadDiff]:
+    """Every (layer, head) that both captures hold, in order, with its per-row distance."""
+    b_heads = {(h.layer, h.head): h for h in b.heads}
+    return [HeadDiff(h, b_heads[h.layer, h.head],
+                     analysis.total_variation(h.weights, b_heads[h.layer, h.head].weights))
+            for h in a.heads if (h.layer, h.head) in b_heads]
+
+
+def most_different(diffs: list[HeadDiff]) -> HeadDiff:
+    """The head with the largest mean distance (the first such in (layer, head) order)."""
+    return max(diffs, key=lambda d: d.mean)  # max keeps the first of equals
+
+
+def _patterns(side: Side) -> dict[tuple[int, int], str | None]:
+    return {(s.head.layer, s.head.head): s.pattern for s in summarise(side.cap)}
+
+
+def compare_view(a: Side, b: Side, diffs: list[HeadDiff], view: View) -> Group:
+    T = len(a.cap.tokens)
+    p = view.precision
+    same = a.cap.encoding == b.cap.encoding
+    lines = [Text.assemble(("attn compare", "bold"), " · ",
+                           (a.cap.encoding if same else "two encodings", "cyan"),
+                           f" · {T} tokens")]
+    for side in (a, b):
+        line = Text.assemble((f"  {side.name}", "bold"), f" ({side.options or 'shared options'}"
+                             f"): {describe(side.cap.config, d_head=False)}")
+        if not same:
+            line.append(f" · {side.cap.encoding}", style="cyan")
+        lines.append(line)
+    table = Table(title="Per head: TV_i = ½·Σ_j |A[i, j] − B[i, j]| for each query i",
+                  title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name, justify in (("layer", "right"), ("head", "right"), ("mean TV", "right"),
+                          ("max TV", "right"), ("at query", "left"), ("A pattern", "left"),
+                          ("B pattern", "left")):
+        table.add_column(name, justify=justify, no_wrap=True)
+    pa, pb = _patterns(a), _patterns(b)
+    for d in diffs:
+        key = (d.a.layer, d.a.head)
+        q = d.worst_query
+        table.add_row(str(d.a.layer), str(d.a.head),
+                      Text(_fmt(d.mean, p), style=_style(_ramp(d.mean), view.color)),
+                      _fmt(float(d.rows[q]), p), _label(a.cap.tokens[q]),
+                      pa[key] or "—", pb[key] or "—")
+    overall = float(np.mean([d.mean for d in diffs]))
+    focus = most_different(diffs)
+    title = f"Layer {focus.a.layer} · Head {focus.a.head}"
+    if len(diffs) > 1:
+        title += f": the most different head (mean TV {_fmt(focus.mean, p)})"
+    delta = focus.b.weights.astype(np.float64) - focus.a.weights.astype(np.float64)
+    legend = Text("TV 0: the query attends exactly as before; 1: it attends to other keys "
+                  "entirely · pattern: what kind of head it is in A and in B (see attn heads) "
+                  "· one head side by side: --layer L --head H", style="dim")
+    return Group(
+        *lines, token_strip(a.cap.tokens), Text(), table,
+        Text(f"mean TV over {_plural(len(diffs), 'head')}: {_fmt(overall, p)}", style="bold"),
+        Text(), Text(title, style="bold underline"),
+        panels(a.cap.tokens, [(side.name, w, side.masked) for side, w in
+                              ((a, focus.a.weights), (b, focus.b.weights))], view),
+        Text(),
+        Text("B − A (" + ("red: B attends more, blue: less" if view.color else
+                          "positive: B attends more, negative: less") + ")", style="italic"),
+        matrix(delta, [_label(t) for t in a.cap.tokens], [str(t.index) for t in a.cap.tokens],
+               view, scale="signed", masked=a.masked & b.masked),
+        Text(), legend)
+
+
+def compare_doc(a: Side, b: Side, diffs: list[HeadDiff]) -> dict:
+    pa, pb = _patterns(a), _patterns(b)
+    focus = most_different(diffs)
+
+    def side(s: Side) -> dict:
+        return {"options": s.options, "encoding": s.cap.encoding,
+                "model": s.cap.config.to_dict(), "token_ids": [t.id for t in s.cap.tokens]}
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "command": "compare",
+        "text": a.cap.text,
+        "tokens": [t.to_dict() for t in a.cap.tokens],
+        "a": side(a),
+        "b": side(b),
+        "metric": "total_variation",
+        "mean": f32(np.mean([d.mean for d in diffs])),
+        "most_different": {"layer": focus.a.layer, "head": focus.a.head},
+        "heads": [{
+            "layer": d.a.layer,
+            "head": d.a.head,
+            "mean": f32(d.mean),
+            "max": f32(d.rows[d.worst_query]),
+            "max_query": d.worst_query,
+            "rows": d.rows.astype(np.float32),
+            "a_pattern": pa[d.a.layer, d.a.head],
+            "b_pattern": pb[d.a.layer, d.a.head],
+        } for d in diffs],
+    }

@@ -44,6 +44,15 @@ def test_uniform_causal_head_is_diffuse():
     assert analysis.label(w, causal=True) == "diffuse"
 
 
+def test_uniform_attention_is_not_local_in_a_short_causal_sentence():
+    # 6 tokens: uniform causal attention has mean distance 1.25 <= 1.5, yet it is not local
+    w = causal_uniform(6)
+    assert analysis.head_scores(w).mean_distance == pytest.approx(1.25)
+    assert analysis.uniform_distance(6, causal=True) == pytest.approx(1.25)
+    assert analysis.uniform_distance(3, causal=False) == pytest.approx((1 + 2 / 3 + 1) / 3)
+    assert analysis.label(w, causal=True) == "diffuse"
+
+
 def test_local_head():
     # half on self, half on previous: no score reaches 0.5 strictly above the others... both
     # are 0.5 so the label is the first of the tie; spread it over three neighbours instead

@@ -82,7 +82,10 @@ def test_inspect_json_matches_in_process_run():
 
 @pytest.mark.parametrize("args,needles", [
     (["inspect", "--nope"], ["--nope"]),
-    (["inspect", "hi", "--layers", "abc"], ["--layers"]),
+    (["inspect", "hi", "--layers", "abc"], ["--layers", "got 'abc'"]),
+    (["inspect", "hi", "--top-k=0"], ["--top-k", "got '0'"]),
+    (["plot", "hi"], ["Missing option", "--output", "attn plot --help"]),
+    (["compare", "hi", "--a"], ["--a"]),
     (["tokens", "hi", "--encoding"], ["--encoding"]),
     (["nosuchcommand"], ["nosuchcommand"]),
     (["steps", "hi", "--top-k", "0"], ["--top-k"]),
