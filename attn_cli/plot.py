@@ -48,6 +48,7 @@ MAX_INCHES = 40.0  # the figure's longest side
 MIN_PANEL = 1.2  # inches; below this, token labels go on the outer panels only
 EVERY_PANEL = 16  # in grids of more panels, too
 MAX_PIXELS = 20_000  # a PNG's longest side
+SHARP_UP_TO = 128  # tokens; longer inputs are drawn with an antialiasing filter
 
 
 def require() -> None:
@@ -136,6 +137,10 @@ def figure(cap: Capture, title: str | None = None) -> Figure:
     ticks = list(range(0, T, lay.stride))
     mask = ~analysis.allowed(T, cap.config.causal)
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad=MASKED)
+    # One pixel a weight or more: draw cells as they are. Fewer: filter the colours, so a sharp
+    # weight is blurred into its neighbours rather than dropped with every skipped row.
+    smoothing = dict(interpolation="nearest", interpolation_stage="data") if T <= SHARP_UP_TO \
+        else dict(interpolation="antialiased", interpolation_stage="rgba")
     with _style():
         fig = Figure(figsize=(lay.width, lay.height), layout="constrained")
         FigureCanvasAgg(fig)
@@ -145,7 +150,7 @@ def figure(cap: Capture, title: str | None = None) -> Figure:
             row, col = layers.index(h.layer), heads.index(h.head)
             ax = fig.add_subplot(grid[row, col])
             image = ax.imshow(np.ma.masked_array(h.weights, mask=mask), cmap=cmap, vmin=0.0,
-                              vmax=1.0, interpolation="nearest", interpolation_stage="data")
+                              vmax=1.0, **smoothing)
             ax.set_title(f"L{h.layer} H{h.head}", fontsize=9)
             _label_axes(ax, ticks, [labels[i] for i in ticks],
                         left=col == 0, bottom=row == len(layers) - 1, every=lay.every_panel)

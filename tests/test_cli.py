@@ -948,3 +948,15 @@ def test_mismatched_model_folder(tmp_path):
     folder = _write_gpt2(tmp_path / "mismatched", n_layer=1, config_layers=3)
     assert_user_error(error("inspect", "hi", "--model", folder))
     assert_user_error(error("model", "--model", folder))
+
+
+@pytest.mark.parametrize("command,needles", [
+    ("inspect", ["Transformer blocks [default: 2]", "[default: o200k_base]", "[default: all]"]),
+    ("plot", ["pip install 'attn-cli[plot]'", ".png, .svg or .pdf"]),
+    ("compare", ["--causal/--bidirectional", "--model"]),
+])
+def test_help_keeps_square_brackets(command, needles):
+    # rich markup would take "[default: 2]" and "[plot]" for tags and drop them
+    out = " ".join(ok(command, "--help", env={"COLUMNS": "200"}).stdout.split())
+    for needle in needles:
+        assert needle in out

@@ -614,3 +614,26 @@ def test_report_max_error():
         print(f"\nmax |attn - transformers|: {MAX_ERROR[0]:.3e} (attention, hidden states); "
               f"{MAX_STAGE_ERROR[0]:.3e} relative to the largest entry (q, k, v, scores)")
         assert MAX_ERROR[0] <= ATOL
+
+
+# --- attn compare with real weights on one side ---------------------------------------------
+
+def test_compare_checkpoint_against_seeded_model_uses_transformers_attention(checkpoints):
+    """--a loads the checkpoint, --b is a seeded model with the same sizes and GPT-2's tokens:
+    every TV row equals ½·Σ|A − B| with A from transformers' own eager attention."""
+    from test_cli import ok_json, reference_capture
+
+    ck = checkpoints["2x4x32"]
+    text = TEXTS["english"]
+    doc = ok_json("compare", text, "--a", f"--model '{ck.folder}'",
+                  "--b", "--encoding gpt2 --layers 2 --heads 4 --d-model 32 --seed 9")
+    ids = [t.id for t in tokenize.tokenize(text, ck.encoding)]
+    assert doc["a"]["token_ids"] == doc["b"]["token_ids"] == ids
+    assert doc["a"]["model"]["source"] == str(ck.folder) and doc["b"]["model"]["seed"] == 9
+    hf_attn = hf_run(ck.hf, ids)[0].attentions
+    seeded = reference_capture(text, encoding="gpt2", n_layers=2, n_heads=4, d_model=32, seed=9)
+    assert len(doc["heads"]) == 8
+    for rec in doc["heads"]:
+        a = hf_attn[rec["layer"]][0, rec["head"]].double().numpy()
+        b = seeded.head(rec["layer"], rec["head"]).weights.astype(np.float64)
+        np.testing.assert_allclose(rec["rows"], 0.5 * np.abs(a - b).sum(axis=1), atol=2e-5)

@@ -277,3 +277,10 @@ def test_plotting_never_imports_pyplot(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
     assert result.stderr == ""
+
+
+def test_long_inputs_are_filtered_not_decimated():
+    cap = synthetic(["a"] * (plot.SHARP_UP_TO + 1))
+    image = panels(plot.figure(cap))[0, 0].images[0]
+    assert image.get_interpolation() == "antialiased"
+    np.testing.assert_array_equal(np.ma.getdata(image.get_array())[-1], cap.heads[0].weights[-1])
