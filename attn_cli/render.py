@@ -14,6 +14,8 @@ import numpy as np
 from rich import box
 from rich.columns import Columns
 from rich.console import Group, RenderableType
+from rich.measure import Measurement
+from rich.segment import Segment
 from rich.style import Style
 from rich.table import Table
 from rich.text import Text
@@ -138,6 +140,32 @@ def matrix(values: np.ndarray, rows: list[str], cols: list[str], view: View, *,
 
 
 _SHADES = " ░▒▓█"
+_BOLD, _DIM = Style(bold=True), Style(dim=True)
+
+
+class Cells:
+    """Lines of (text, style) runs, rendered straight to rich Segments. A heat map has
+    thousands of one-character cells; as a rich Text each would be a span to merge on every
+    line, which costs more than the model itself."""
+
+    def __init__(self) -> None:
+        self.lines: list[list[Segment]] = [[]]
+
+    def add(self, text: str, style: Style | str | None = None) -> None:
+        self.lines[-1].append(Segment(text, style or None))
+
+    def newline(self) -> None:
+        self.lines.append([])
+
+    def __rich_console__(self, console, options):
+        lines = self.lines[:-1] if not self.lines[-1] else self.lines
+        for line in lines:
+            yield from line
+            yield Segment.line()
+
+    def __rich_measure__(self, console, options) -> Measurement:
+        width = max((sum(seg.cell_length for seg in line) for line in self.lines), default=0)
+        return Measurement(width, width)
 
 
 def heat_map(values: np.ndarray, rows: list[str], view: View, *, scale: str = "weights",
@@ -160,18 +188,21 @@ def heat_map(values: np.ndarray, rows: list[str], view: View, *, scale: str = "w
     ruler = "".join(str((j * block // 10) % 10) if (j * block) % 10 == 0 else " "
                     for j in range(values.shape[1]))
     out.append(Text(" " * (LABEL_WIDTH + 1) + ruler, style="dim"))
+    cells = Cells()
     for i, label in enumerate(rows):
-        line = Text(f"{label:>{LABEL_WIDTH}} ", style="bold")
+        if i:
+            cells.newline()
+        cells.add(f"{label:>{LABEL_WIDTH}} ", _BOLD)
         for j in range(values.shape[1]):
             v = float(values[i, j])
             if (masked is not None and masked[i, j]) or not math.isfinite(v):
-                line.append("·", style="dim")
+                cells.add("·", _DIM)
             elif view.color:
-                line.append(" ", style=_style(_cell_rgb(v, scale, span), True))
+                cells.add(" ", _style(_cell_rgb(v, scale, span), True))
             else:
                 level = v if scale == "weights" else abs(v) / span if span else 0.0
-                line.append(_SHADES[min(int(level * (len(_SHADES) - 1) + 0.5), 4)])
-        out.append(line)
+                cells.add(_SHADES[min(int(level * (len(_SHADES) - 1) + 0.5), 4)])
+    out.append(cells)
     note = "compact heat map"
     if block > 1:
         note += f" (each cell is the mean of a {block}×{block} block)"
@@ -387,28 +418,28 @@ def panels(tokens: list[Token], items: list[tuple[str, np.ndarray, np.ndarray]],
     if (T * cell + LABEL_WIDTH + 1) > view.width:  # even one map does not fit: pool it
         return Group(*(heat_map(w, labels, view, masked=m, title=title)
                        for title, w, m in items))
-    out = Text()
+    out = Cells()
     for start in range(0, len(items), per_row):
         group = items[start:start + per_row]
-        out.append(" " * (LABEL_WIDTH + 1))
+        if start:
+            out.newline()
+        out.add(" " * (LABEL_WIDTH + 1))
         for title, _, _ in group:
-            out.append(f"{title:<{map_width}}", style="bold")
-        out.append("\n")
+            out.add(f"{title:<{map_width}}", _BOLD)
         for i, label in enumerate(labels):
-            out.append(f"{label:>{LABEL_WIDTH}} ", style="bold")
+            out.newline()
+            out.add(f"{label:>{LABEL_WIDTH}} ", _BOLD)
             for _, weights, masked in group:
                 for j in range(T):
                     v = float(weights[i, j])
                     if masked[i, j]:
-                        out.append("·" + " " * (cell - 1), style="dim")
+                        out.add("·" + " " * (cell - 1), _DIM)
                     elif view.color:
-                        out.append(" " * cell, style=_style(_ramp(v), True))
+                        out.add(" " * cell, _style(_ramp(v), True))
                     else:
-                        out.append(_SHADES[min(int(v * 4 + 0.5), 4)] * cell)
-                out.append(" " * (map_width - T * cell))
-            out.append("\n")
-        out.append("\n")
-    out.rstrip()
+                        out.add(_SHADES[min(int(v * 4 + 0.5), 4)] * cell)
+                out.add(" " * (map_width - T * cell))
+        out.newline()
     return out
 
 

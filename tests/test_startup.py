@@ -20,7 +20,8 @@ report, argv = sys.argv[1], sys.argv[2:]
 
 def _report():
     heavy = sorted(m for m in sys.modules
-                   if m.split(".")[0] in ("torch", "numpy", "safetensors", "transformers"))
+                   if m.split(".")[0] in ("torch", "numpy", "safetensors", "transformers",
+                                         "matplotlib"))
     with open(report, "w") as f:
         json.dump({"heavy": heavy, "roots": sorted({m.split(".")[0] for m in heavy})}, f)
 
@@ -50,12 +51,15 @@ def run_probe(tmp_path, *args):
     ["steps", "--help"],
     ["model", "--help"],
     ["rollout", "--help"],
+    ["compare", "--help"],
+    ["plot", "--help"],
     ["tokens", "--help"],
 ])
 def test_help_does_not_import_torch(tmp_path, args):
     proc, modules = run_probe(tmp_path, *args)
     assert b"Usage" in proc.stdout
     assert "torch" not in modules["roots"], modules["heavy"][:10]
+    assert "matplotlib" not in modules["roots"], modules["heavy"][:10]
 
 
 @pytest.mark.parametrize("args", [
