@@ -589,11 +589,10 @@ def plot(
                         truncate)
     cap = _capture(opts, text, file, errors, allow_special, layer, head)
     plot_lib.save(cap, output, dpi=dpi)
-    note(f"wrote {output} ({_count(len(cap.heads), 'head')}, {_count(len(cap.tokens), 'token')})")
+    from attn_cli.render import plural
 
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+    note(f"wrote {output} ({plural(len(cap.heads), 'head')}, "
+         f"{plural(len(cap.tokens), 'token')})")
 
 
 @app.command()

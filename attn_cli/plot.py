@@ -94,12 +94,11 @@ def _short(text: str) -> str:
 
 def describe(cap: Capture) -> str:
     """The model in words, as the terminal header says it."""
-    from attn_cli.render import describe as describe_config
+    from attn_cli.render import describe as describe_config, plural
 
     c = cap.config
-    T = len(cap.tokens)
     text = (f"{describe_config(c, d_head=False)} · {cap.encoding} · "
-            f"{T} token{'s' if T != 1 else ''}")
+            f"{plural(len(cap.tokens), 'token')}")
     total = c.n_layers * c.n_heads
     return text if len(cap.heads) == total else f"{text} · {len(cap.heads)} of {total} heads"
 

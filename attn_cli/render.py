@@ -229,7 +229,7 @@ def _pool(values: np.ndarray, block: int, masked: np.ndarray | None):
 
 def describe(c, d_head: bool = True) -> str:
     """A ModelConfig in words: 'seeded model (seed 0): 2 layers × 4 heads, …, causal'."""
-    sizes = f"{_plural(c.n_layers, 'layer')} × {_plural(c.n_heads, 'head')}, d_model {c.d_model}"
+    sizes = f"{plural(c.n_layers, 'layer')} × {plural(c.n_heads, 'head')}, d_model {c.d_model}"
     if d_head:
         sizes += f", d_head {c.d_head}"
     model = f"seeded model (seed {c.seed}): {sizes}" if c.source == "seeded" \
@@ -246,7 +246,7 @@ def _opt(value: float | None, precision: int) -> str:
     return "—" if value is None else _fmt(value, precision)
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
@@ -636,7 +636,7 @@ def layer_means(cap: Capture) -> list[np.ndarray]:
 
 
 def rollout_view(cap: Capture, rolled: np.ndarray, view: View) -> Group:
-    title = (f"Attention rollout over {_plural(cap.config.n_layers, 'layer')}: "
+    title = (f"Attention rollout over {plural(cap.config.n_layers, 'layer')}: "
              "R = Â_L ··· Â_1, Â = rownorm(0.5·mean_heads(A) + 0.5·I)")
     holder = HeadCapture(layer=-1, head=-1, weights=rolled)
     return Group(header(cap, "rollout"), token_strip(cap.tokens), Text(),
@@ -745,7 +745,7 @@ def compare_view(a: Side, b: Side, diffs: list[HeadDiff], view: View) -> Group:
                   "· one head side by side: --layer L --head H", style="dim")
     return Group(
         *lines, token_strip(a.cap.tokens), Text(), table,
-        Text(f"mean TV over {_plural(len(diffs), 'head')}: {_fmt(overall, p)}", style="bold"),
+        Text(f"mean TV over {plural(len(diffs), 'head')}: {_fmt(overall, p)}", style="bold"),
         Text(), Text(title, style="bold underline"),
         panels(a.cap.tokens, [(side.name, w, side.masked) for side, w in
                               ((a, focus.a.weights), (b, focus.b.weights))], view),
