@@ -152,8 +152,8 @@ def test_long_tokens_are_shortened():
 
 def test_the_title_describes_the_model_or_is_the_one_given(causal):
     title = plot.figure(causal).get_suptitle().replace("\n", " ")
-    assert title == ("seeded model (seed 0): 2 layers × 3 heads, d_model 24, causal · o200k_base · "
-                     "6 tokens")
+    assert title == ("seeded model (seed 0): 2 layers × 3 heads, d_model 24, causal · "
+                     "o200k_base · 6 tokens")
     assert plot.figure(causal, title="mine").get_suptitle() == "mine"
 
 
