@@ -158,8 +158,7 @@ class Cells:
         self.lines.append([])
 
     def __rich_console__(self, console, options):
-        lines = self.lines[:-1] if not self.lines[-1] else self.lines
-        for line in lines:
+        for line in self.lines:
             yield from line
             yield Segment.line()
 
@@ -421,7 +420,8 @@ def panels(tokens: list[Token], items: list[tuple[str, np.ndarray, np.ndarray]],
     out = Cells()
     for start in range(0, len(items), per_row):
         group = items[start:start + per_row]
-        if start:
+        if start:  # a blank line between rows of maps
+            out.newline()
             out.newline()
         out.add(" " * (LABEL_WIDTH + 1))
         for title, _, _ in group:
@@ -439,7 +439,6 @@ def panels(tokens: list[Token], items: list[tuple[str, np.ndarray, np.ndarray]],
                     else:
                         out.add(_SHADES[min(int(v * 4 + 0.5), 4)] * cell)
                 out.add(" " * (map_width - T * cell))
-        out.newline()
     return out
 
 

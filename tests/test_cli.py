@@ -960,3 +960,16 @@ def test_help_keeps_square_brackets(command, needles):
     out = " ".join(ok(command, "--help", env={"COLUMNS": "200"}).stdout.split())
     for needle in needles:
         assert needle in out
+
+
+def test_heads_maps_wrap_in_rows_separated_by_a_blank_line():
+    out = ok("heads", "The cat sat", "--heads", "8", "--d-model", "32",
+             env={"COLUMNS": "60"}).stdout.splitlines()
+    titles = [n for n, line in enumerate(out) if line.strip().startswith("head 0")
+              or line.strip().startswith("head 5")]
+    assert len(titles) == 2, out
+    first, second = titles
+    assert second - first == 5  # title, 3 token rows, a blank line
+    assert out[second - 1].strip() == ""
+    assert [line.split()[:2] for line in out[first + 1:first + 4]] == \
+        [["0", "The"], ["1", "␣cat"], ["2", "␣sat"]]
