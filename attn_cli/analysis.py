@@ -15,11 +15,12 @@ LOCAL_DISTANCE = 1.5  # mean |i - j| at or below this, with no dominant score: "
 DIFFUSE_ENTROPY = 0.85  # mean normalised entropy at or above this: "diffuse"
 
 
-def allowed(T: int, causal: bool) -> np.ndarray:
-    """(T, T) bool: which keys each query may see."""
-    if causal:
-        return np.tril(np.ones((T, T), dtype=bool))
-    return np.ones((T, T), dtype=bool)
+def allowed(T: int, causal: bool, window: int | None = None) -> np.ndarray:
+    """(T, T) bool: which keys each query may see (j ≤ i when causal; i − j < window)."""
+    seen = np.tril(np.ones((T, T), dtype=bool)) if causal else np.ones((T, T), dtype=bool)
+    if window is not None:
+        seen &= np.triu(np.ones((T, T), dtype=bool), k=-(window - 1))
+    return seen
 
 
 def entropy(weights: np.ndarray) -> np.ndarray:
@@ -42,7 +43,8 @@ class Attended:
     weight: float
 
 
-def top_k(weights: np.ndarray, k: int, causal: bool) -> list[list[Attended]]:
+def top_k(weights: np.ndarray, k: int, causal: bool, window: int | None = None
+          ) -> list[list[Attended]]:
     """For each query, the k keys with the largest weights (ties: lower index first).
 
     Masked keys are never listed, so early queries of a causal head list fewer than k.
@@ -52,8 +54,13 @@ def top_k(weights: np.ndarray, k: int, causal: bool) -> list[list[Attended]]:
     out = []
     for start in range(0, T, _BLOCK):
         w = weights[start:start + _BLOCK].astype(np.float64)
-        if causal:  # masked keys rank below every visible one (weights are >= 0)
-            w[np.arange(w.shape[0])[:, None] + start < np.arange(T)[None, :]] = -1.0
+        if causal or window is not None:  # masked keys rank below every visible one
+            i = np.arange(w.shape[0])[:, None] + start
+            j = np.arange(T)[None, :]
+            hidden = (i < j) if causal else np.zeros((1, T), dtype=bool)
+            if window is not None:
+                hidden = hidden | (i - j >= window)
+            w[hidden] = -1.0
         # the k-th largest value of each row; every key at or above it is a candidate, so
         # ties at the boundary are settled by index below, not by the partition
         kth = -np.partition(-w, k - 1, axis=1)[:, k - 1]
@@ -132,24 +139,25 @@ def induction_score(weights: np.ndarray, ids: list[int]) -> float | None:
     return _targeted_score(weights, targets)
 
 
-def normalised_entropy(weights: np.ndarray, causal: bool) -> float:
+def normalised_entropy(weights: np.ndarray, causal: bool, window: int | None = None) -> float:
     """Mean over queries with two or more keys of H(row) / ln(number of keys); 1 is uniform."""
     T = weights.shape[0]
-    n_keys = allowed(T, causal).sum(axis=1)
+    n_keys = allowed(T, causal, window).sum(axis=1)
     rows = n_keys > 1
     if not rows.any():
         return 0.0
     return float((entropy(weights)[rows] / np.log(n_keys[rows])).mean())
 
 
-def uniform_distance(T: int, causal: bool) -> float:
+def uniform_distance(T: int, causal: bool, window: int | None = None) -> float:
     """The mean_distance of a head that spreads every row evenly over its visible keys."""
     dist = np.abs(np.arange(T)[:, None] - np.arange(T)[None, :])
-    seen = allowed(T, causal)
+    seen = allowed(T, causal, window)
     return float((np.where(seen, dist, 0).sum(axis=1) / seen.sum(axis=1)).mean())
 
 
-def label(weights: np.ndarray, causal: bool, scores: HeadScores | None = None) -> str | None:
+def label(weights: np.ndarray, causal: bool, scores: HeadScores | None = None,
+          window: int | None = None) -> str | None:
     """'previous-token', 'self', 'first-token', 'local', 'diffuse' or None (no clear pattern)."""
     s = scores or head_scores(weights)
     named = {"previous-token": s.previous_token, "self": s.self, "first-token": s.first_token,
@@ -158,9 +166,9 @@ def label(weights: np.ndarray, causal: bool, scores: HeadScores | None = None) -
     if weights.shape[0] > 1 and named[best] >= LABEL_THRESHOLD:
         return best
     T = weights.shape[0]
-    if T >= 4 and s.mean_distance <= min(LOCAL_DISTANCE, 0.5 * uniform_distance(T, causal)):
+    if T >= 4 and s.mean_distance <= min(LOCAL_DISTANCE, 0.5 * uniform_distance(T, causal, window)):
         return "local"
-    if normalised_entropy(weights, causal) >= DIFFUSE_ENTROPY:
+    if normalised_entropy(weights, causal, window) >= DIFFUSE_ENTROPY:
         return "diffuse"
     return None
 
@@ -175,10 +183,10 @@ class Strongest:
         return {"query": self.query, "key": self.key, "weight": self.weight}
 
 
-def strongest(weights: np.ndarray, causal: bool) -> Strongest:
+def strongest(weights: np.ndarray, causal: bool, window: int | None = None) -> Strongest:
     """The largest weight among queries that have a choice (a causal head's query 0 has none)."""
     T = weights.shape[0]
-    w = np.where(allowed(T, causal), weights, -1.0)
+    w = np.where(allowed(T, causal, window), weights, -1.0)
     if causal and T > 1:
         w = w[1:]
         offset = 1

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from attn_cli.config import ModelConfig
+from attn_cli.models.config import ModelConfig
 from attn_cli.errors import ConfigError, InputError
 from attn_cli.tokenize import Token
 
@@ -34,6 +34,16 @@ class Capture:
     heads: list[HeadCapture]  # ordered by (layer, head)
     hidden: list[np.ndarray]  # residual stream after each block, (T, d_model)
     embeddings: np.ndarray  # LN_f(final hidden state), (T, d_model)
+
+    def window(self, layer: int) -> int | None:
+        """Layer `layer`'s attention window (None: none; a reduced matrix over layers has none)."""
+        return self.config.window(layer) if layer >= 0 else None
+
+    def allowed(self, layer: int):
+        """(T, T) bool: the keys each query of this layer sees."""
+        from attn_cli.analysis import allowed
+
+        return allowed(len(self.tokens), self.config.causal, self.window(layer))
 
     def head(self, layer: int, head: int) -> HeadCapture:
         for h in self.heads:
@@ -67,6 +77,9 @@ def run(model, text: str, encoding: str, tokens: list[Token],
             f"the input has {len(tokens)} tokens but this model has only {cfg.n_positions} "
             f"positions: shorten the text or pass --truncate"
         )
+    from attn_cli import budget
+
+    budget.check_run(cfg, len(tokens), sum(len(h) for h in keep.values()), stages)
     fwd = model([t.id for t in tokens], keep=keep, keep_stages=stages)
 
     def np32(t) -> np.ndarray:

@@ -168,8 +168,8 @@ def _resolve_device(name: str):
 
 def build(opts: ModelOptions):
     """(model, tiktoken encoding, encoding name) for the options given."""
-    from attn_cli import model as model_lib
-    from attn_cli.config import ModelConfig
+    from attn_cli import models as model_lib
+    from attn_cli.models.config import ModelConfig
     from attn_cli.tokenize import get_encoding
 
     device = _resolve_device(opts.device)
@@ -185,7 +185,7 @@ def build(opts: ModelOptions):
                 f"{', '.join(given)} cannot be combined with --model: the checkpoint fixes its "
                 f"own sizes, weights and tokenizer; drop {given[0]}"
             )
-        from attn_cli import checkpoint
+        from attn_cli.models import checkpoint
 
         model, encoding = checkpoint.load(opts.model, device=str(device))
         return model, encoding, encoding.name
@@ -199,6 +199,9 @@ def build(opts: ModelOptions):
     )
     name = opts.encoding or "o200k_base"
     encoding = get_encoding(name)
+    from attn_cli import budget
+
+    budget.check_weights(cfg)
     return model_lib.seeded(cfg).to(device), encoding, name
 
 
@@ -254,10 +257,17 @@ def _capture(opts: ModelOptions, text, file, errors, allow_special, layers, head
     if repeat < 1 or text is not None or file is not None:
         raise ConfigError("--repeat N takes a number ≥ 1 and no text: it builds its own "
                           "input (N random tokens, twice)")
+    keep = capture.select(model.cfg, layers, heads)
+    limit = model.cfg.n_positions
+    if limit is not None and 2 * repeat > limit:
+        raise ConfigError(f"--repeat {repeat} makes {2 * repeat} tokens but this model has only "
+                          f"{limit} positions: use --repeat {limit // 2} or less")
+    from attn_cli import budget
+
+    budget.check_run(model.cfg, 2 * repeat, sum(len(h) for h in keep.values()), stages)
     tokens = repeated_random(repeat, model.cfg.seed or 0, encoding)
     source = b"".join(t.raw for t in tokens).decode("utf-8", errors="replace")
-    return capture.run(model, source, name, tokens, capture.select(model.cfg, layers, heads),
-                       stages=stages)
+    return capture.run(model, source, name, tokens, keep, stages=stages)
 
 
 def _run(model, encoding, name, opts: ModelOptions, source: str, allow_special, layers, heads,
@@ -650,7 +660,7 @@ def model_command(
                         False)
     net, _, name = build(opts)
     from attn_cli import output, render
-    from attn_cli.model import describe
+    from attn_cli.models import describe
     from attn_cli.tokens_view import SCHEMA_VERSION
 
     doc = {"schema_version": SCHEMA_VERSION, "command": "model", "encoding": name,

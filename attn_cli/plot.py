@@ -134,7 +134,6 @@ def figure(cap: Capture, title: str | None = None) -> Figure:
     title = describe(cap) if title is None else title
     lay = _layout(len(layers), len(heads), T, max(len(s) for s in labels), title)
     ticks = list(range(0, T, lay.stride))
-    mask = ~analysis.allowed(T, cap.config.causal)
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad=MASKED)
     # One pixel a weight or more: draw cells as they are. Fewer: filter the colours, so a sharp
     # weight is blurred into its neighbours rather than dropped with every skipped row.
@@ -148,7 +147,7 @@ def figure(cap: Capture, title: str | None = None) -> Figure:
         for h in cap.heads:
             row, col = layers.index(h.layer), heads.index(h.head)
             ax = fig.add_subplot(grid[row, col])
-            image = ax.imshow(np.ma.masked_array(h.weights, mask=mask), cmap=cmap, vmin=0.0,
+            image = ax.imshow(np.ma.masked_array(h.weights, mask=~cap.allowed(h.layer)), cmap=cmap, vmin=0.0,
                               vmax=1.0, **smoothing)
             ax.set_title(f"L{h.layer} H{h.head}", fontsize=9)
             _label_axes(ax, ticks, [labels[i] for i in ticks],

@@ -263,13 +263,13 @@ def weights_matrix(cap: Capture, h: HeadCapture, view: View, title: str) -> Rend
     T = len(cap.tokens)
     rows = [_label(t) for t in cap.tokens]
     cols = [str(t.index) for t in cap.tokens]
-    masked = ~analysis.allowed(T, cap.config.causal)
+    masked = ~cap.allowed(h.layer)
     return matrix(h.weights, rows, cols, view, masked=masked, title=title)
 
 
 def top_lines(cap: Capture, h: HeadCapture, view: View) -> Text:
     text = Text()
-    tops = analysis.top_k(h.weights, view.top_k, cap.config.causal)
+    tops = analysis.top_k(h.weights, view.top_k, cap.config.causal, cap.window(h.layer))
     for t, keys in zip(cap.tokens, tops):
         text.append(f"{_label(t):>{LABEL_WIDTH}} → ", style="bold")
         for n, a in enumerate(keys):
@@ -345,9 +345,9 @@ def summarise(cap: Capture, layer: int | None = None) -> list[HeadSummary]:
         out.append(HeadSummary(
             head=h,
             mean_entropy=float(analysis.entropy(h.weights).mean()),
-            strongest=analysis.strongest(h.weights, cap.config.causal),
+            strongest=analysis.strongest(h.weights, cap.config.causal, cap.window(h.layer)),
             scores=scores,
-            pattern=analysis.label(h.weights, cap.config.causal, scores),
+            pattern=analysis.label(h.weights, cap.config.causal, scores, cap.window(h.layer)),
         ))
     return out
 
@@ -401,8 +401,8 @@ def heads_view(cap: Capture, layer: int, view: View, pattern: str | None = None)
 
 
 def side_by_side(cap: Capture, heads: list[HeadCapture], view: View) -> RenderableType:
-    masked = ~analysis.allowed(len(cap.tokens), cap.config.causal)
-    return panels(cap.tokens, [(f"head {h.head}", h.weights, masked) for h in heads], view)
+    return panels(cap.tokens, [(f"head {h.head}", h.weights, ~cap.allowed(h.layer))
+                               for h in heads], view)
 
 
 def panels(tokens: list[Token], items: list[tuple[str, np.ndarray, np.ndarray]], view: View
@@ -455,13 +455,19 @@ STAGE_LINES = {
 }
 
 
-def stage_note(name: str, cap: Capture, d_head: int) -> str:
+def stage_note(name: str, cap: Capture, d_head: int, layer: int = 0) -> str:
     line, note = STAGE_LINES[name]
     if name == "scaled":
         note = f"√d_k = √{d_head} = {math.sqrt(d_head):.4g}"
     if name == "masked":
-        note = ("M is −∞ where the key comes after the query (causal), 0 elsewhere"
-                if cap.config.causal else "no mask: bidirectional, every key is visible (M = 0)")
+        window = cap.window(layer)
+        if window is not None:
+            note = (f"M is −∞ where the key comes after the query or {window} or more tokens "
+                    f"before it (a window of {window}), 0 elsewhere")
+        else:
+            note = ("M is −∞ where the key comes after the query (causal), 0 elsewhere"
+                    if cap.config.causal else
+                    "no mask: bidirectional, every key is visible (M = 0)")
     return f"{line}    {note}" if note else line
 
 
@@ -470,7 +476,7 @@ def steps_view(cap: Capture, h: HeadCapture, view: View, query: int | None) -> G
     d_head = cap.config.d_head
     rows = [_label(t) for t in cap.tokens]
     key_cols = [str(t.index) for t in cap.tokens]
-    masked = ~analysis.allowed(T, cap.config.causal)
+    masked = ~cap.allowed(h.layer)
     parts: list[RenderableType] = [
         header(cap, "steps"),
         Text.assemble(("Layer ", "bold"), (str(h.layer), "bold"), (" · Head ", "bold"),
@@ -481,7 +487,7 @@ def steps_view(cap: Capture, h: HeadCapture, view: View, query: int | None) -> G
                               "output"), start=1):
         values = stages[name]
         shape = f"({values.shape[0]} × {values.shape[1]})"
-        parts.append(Text.assemble((f"{n}. ", "bold"), (stage_note(name, cap, d_head), "bold"),
+        parts.append(Text.assemble((f"{n}. ", "bold"), (stage_note(name, cap, d_head, h.layer), "bold"),
                                    "  ", (shape, "cyan")))
         if name in ("scores", "scaled", "masked", "weights"):
             parts.append(matrix(values, rows, key_cols, view,
@@ -513,7 +519,7 @@ def query_lines(cap: Capture, h: HeadCapture, query: int, view: View) -> list[Re
     w = h.weights[query]
     out = [Text.assemble(("Query ", "bold"), (f"{query} '{tok.display}'", "bold cyan"),
                          " asks; the keys answer:")]
-    visible = np.flatnonzero(analysis.allowed(len(cap.tokens), cap.config.causal)[query])
+    visible = np.flatnonzero(cap.allowed(h.layer)[query])
     order = visible[np.argsort(-w[visible], kind="stable")]
     for j in order:
         bar = "█" * int(round(float(w[j]) * 30))
@@ -550,12 +556,13 @@ def attention_record(cap: Capture, h: HeadCapture, top_k: int) -> dict:
         "head": h.head,
         "weights": h.weights,
         "entropy": None if h.reduced == "max" else analysis.entropy(h.weights),
-        "top": top_records(cap, h.weights, top_k),
+        "top": top_records(cap, h.weights, top_k, cap.window(h.layer)),
     }
 
 
-def top_records(cap: Capture, weights: np.ndarray, top_k: int) -> list[dict]:
-    tops = analysis.top_k(weights, top_k, cap.config.causal)
+def top_records(cap: Capture, weights: np.ndarray, top_k: int,
+                window: int | None = None) -> list[dict]:
+    tops = analysis.top_k(weights, top_k, cap.config.causal, window)
     return [{"query": i, "keys": [{"index": a.index, "token": cap.tokens[a.index].text,
                                    "weight": f32(a.weight)} for a in keys]}
             for i, keys in enumerate(tops)]

@@ -28,8 +28,8 @@ def main() -> None:
     args = p.parse_args()
 
     from attn_cli import capture, output, render
-    from attn_cli import model as model_lib
-    from attn_cli.config import ModelConfig
+    from attn_cli import models as model_lib
+    from attn_cli.models.config import ModelConfig
     from attn_cli.tokenize import get_encoding, tokenize
 
     text = Path(args.file).read_text(encoding="utf-8")

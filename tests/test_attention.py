@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attn_cli import model as M
-from attn_cli.config import ModelConfig
+from attn_cli import models as M
+from attn_cli.models.config import ModelConfig
 
 NEG_INF = float("-inf")
 

@@ -128,8 +128,8 @@ def reference_capture(text: str, *, encoding="o200k_base", stages=False, causal=
     """A fresh seeded model, built and run here (not through the CLI), keeping the same
     layers and heads as the command does."""
     from attn_cli import capture
-    from attn_cli import model as model_lib
-    from attn_cli.config import ModelConfig
+    from attn_cli import models as model_lib
+    from attn_cli.models.config import ModelConfig
     from attn_cli.tokenize import get_encoding, tokenize
 
     config = ModelConfig(causal=causal, **cfg)
@@ -227,7 +227,8 @@ def test_json_header_fields(docs):
         assert doc["encoding"] == "o200k_base"
         assert doc["model"] == {"source": "seeded", "layers": 2, "heads": 4, "d_model": 32,
                                 "d_head": 8, "d_ff": 128, "causal": True, "seed": 3,
-                                "positions": "sinusoidal"}
+                                "positions": "sinusoidal", "family": "seeded", "kv_heads": 4,
+                                "window": None}
     tokens = docs["tokens"]
     assert tokens["count"] == len(tokens["tokens"]) == 6
     assert [t["index"] for t in tokens["tokens"]] == list(range(6))
@@ -254,8 +255,8 @@ def test_model_json(docs):
     doc = docs["model"]
     assert doc["encoding"] == "o200k_base"
     assert doc["model"]["d_head"] == 8 and doc["model"]["layers"] == 2
-    from attn_cli import model as model_lib
-    from attn_cli.config import ModelConfig
+    from attn_cli import models as model_lib
+    from attn_cli.models.config import ModelConfig
 
     net = model_lib.seeded(ModelConfig(**SMALL_CFG))
     shapes = {name: list(p.shape) for name, p in net.named_parameters()}
@@ -911,7 +912,8 @@ def test_model_folder_json_validates(gpt2_folder, schemas):
     assert doc["model"] == {"source": str(gpt2_folder), "layers": 2, "heads": 2, "d_model": 16,
                             "d_head": 8, "d_ff": 64, "causal": True, "seed": None,
                             "positions": "learned", "n_positions": N_POSITIONS,
-                            "vocab_size": 50257}
+                            "vocab_size": 50257, "family": "gpt2", "kv_heads": 2,
+                            "window": None}
     assert doc["encoding"] == "gpt2"
     assert [t["id"] for t in doc["tokens"]] == [464, 3797, 3332, 319, 262, 2603]
     for command, extra in (("heads", ()), ("steps", ("--query", "2")), ("rollout", ())):
@@ -922,7 +924,8 @@ def test_model_folder_json_validates(gpt2_folder, schemas):
 
 
 def test_model_folder_weights_are_the_checkpoints(gpt2_folder):
-    from attn_cli import capture, checkpoint
+    from attn_cli import capture
+    from attn_cli.models import checkpoint
     from attn_cli.tokenize import tokenize
 
     doc = ok_json("inspect", SENTENCE, "--model", gpt2_folder, "--layer", "1", "--head", "1")

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from attn_cli import capture
-from attn_cli import model as M
+from attn_cli import models as M
 from attn_cli import tokenize as tk
-from attn_cli.config import ModelConfig
+from attn_cli.models.config import ModelConfig
 from attn_cli.errors import AttnError, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,8 +35,8 @@ def all_heads(cfg):
 DIGEST_SRC = textwrap.dedent("""
     import hashlib
     import torch
-    from attn_cli import model as M
-    from attn_cli.config import ModelConfig
+    from attn_cli import models as M
+    from attn_cli.models.config import ModelConfig
 
     def digest(cfg_kwargs, ids):
         cfg = ModelConfig(**cfg_kwargs)
@@ -342,11 +342,13 @@ def test_to_dict_has_the_spec_model_fields():
     assert cfg.to_dict() == {
         "source": "seeded", "layers": 3, "heads": 2, "d_model": 32, "d_head": 16,
         "d_ff": 128, "causal": False, "seed": 9, "positions": "sinusoidal",
+        "family": "seeded", "kv_heads": 2, "window": None,
     }
     default = ModelConfig().to_dict()
     assert default == {"source": "seeded", "layers": 2, "heads": 4, "d_model": 64,
                        "d_head": 16, "d_ff": 256, "causal": True, "seed": 0,
-                       "positions": "sinusoidal"}
+                       "positions": "sinusoidal", "family": "seeded", "kv_heads": 4,
+                       "window": None}
 
 
 def test_config_is_frozen():

@@ -14,9 +14,10 @@ import matplotlib
 import numpy as np
 import pytest
 
-from attn_cli import capture, model, plot
+from attn_cli import capture, plot
+from attn_cli import models as model
 from attn_cli.capture import Capture, HeadCapture
-from attn_cli.config import ModelConfig
+from attn_cli.models.config import ModelConfig
 from attn_cli.errors import ConfigError
 from attn_cli.tokenize import Token, get_encoding, tokenize
 
@@ -265,7 +266,7 @@ def test_plotting_never_imports_pyplot(tmp_path):
         import numpy as np
         from attn_cli import plot
         from attn_cli.capture import Capture, HeadCapture
-        from attn_cli.config import ModelConfig
+        from attn_cli.models.config import ModelConfig
         from attn_cli.tokenize import Token
         toks = [Token(i, i, b"t") for i in range(3)]
         cap = Capture("", "o200k_base", toks, ModelConfig(),

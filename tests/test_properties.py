@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attn_cli import capture
-from attn_cli import model as M
+from attn_cli import models as M
 from attn_cli import tokenize as tk
-from attn_cli.config import ModelConfig
+from attn_cli.models.config import ModelConfig
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ENCODINGS_DIR = SHARED / "encodings"

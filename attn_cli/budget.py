@@ -1,0 +1,134 @@
+"""Memory is budgeted before it is allocated (SPEC §4).
+
+Every size a user or a config.json can set — layers, widths, the vocabulary, the text's length,
+`--repeat` — is turned into an estimate of the bytes a command will hold at its peak (the
+weights, the matrices it keeps, the activations of one block), and compared with the memory
+this machine has free before anything is built. A refusal is one line with the estimate and a
+way out. `ATTN_MEMORY_LIMIT` (bytes, or with K/M/G) caps the budget further, e.g. for a shared
+machine. No torch here: the estimate is arithmetic on the config.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from attn_cli.errors import ConfigError
+
+FLOAT = 4  # bytes: attn computes in float32
+HEADROOM = 0.8  # of the memory available: the interpreter, torch and the output need the rest
+
+
+def human(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:.3g} PB"
+
+
+def _parse_size(text: str) -> int | None:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", text.lower())
+    if not m:
+        return None
+    scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2)]
+    return int(float(m.group(1)) * scale)
+
+
+def available() -> int:
+    """Bytes this process may still allocate: free memory, the cgroup's limit, ATTN_MEMORY_LIMIT."""
+    limits = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    for cur, top in (("/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.max"),
+                     ("/sys/fs/cgroup/memory/memory.usage_in_bytes",
+                      "/sys/fs/cgroup/memory/memory.limit_in_bytes")):
+        try:
+            with open(top, encoding="ascii") as f:
+                cap = f.read().strip()
+            with open(cur, encoding="ascii") as f:
+                used = int(f.read().strip())
+            if cap.isdigit() and int(cap) < 2**60:
+                limits.append(int(cap) - used)
+            break
+        except (OSError, ValueError):
+            continue
+    if not limits:
+        try:
+            limits.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError, AttributeError):
+            limits.append(8 * 2**30)
+    env = os.environ.get("ATTN_MEMORY_LIMIT", "").strip()
+    if env:
+        cap = _parse_size(env)
+        if cap is None:
+            raise ConfigError(f"ATTN_MEMORY_LIMIT must be a size such as 4G or 512M, got {env!r}")
+        limits.append(cap)
+    return max(0, min(limits))
+
+
+def parameters(cfg) -> int:
+    """The number of weights a ModelConfig describes (without building it)."""
+    d, hs, nh, kvh, ff = cfg.d_model, cfg.d_head, cfg.n_heads, cfg.kv_heads, cfg.d_ff
+    norm = d * (1 if cfg.norm == "rmsnorm" else 2)
+    per_layer = (d * (nh + 2 * kvh) * hs + nh * hs * d  # Q, K, V, output
+                 + d * ff * (2 if cfg.gated_mlp else 1) + ff * d  # MLP
+                 + 2 * norm + (nh + 2 * kvh) * hs + d + 2 * ff + d)  # norms, biases (at most)
+    total = cfg.n_layers * per_layer + norm * 2
+    if cfg.vocab_size:
+        total += cfg.vocab_size * d
+    if cfg.positions == "learned" and cfg.n_positions:
+        total += (cfg.n_positions + cfg.position_offset) * d
+    total += cfg.token_types * d
+    return total
+
+
+def _refuse(what: str, need: int, have: int, way_out: str) -> ConfigError:
+    return ConfigError(f"{what} needs about {human(need)} of memory but about {human(have)} is "
+                       f"free: {way_out}")
+
+
+def check_weights(cfg, stored_bytes: int | None = None, device: str = "cpu") -> None:
+    """Refuse a model whose float32 weights (plus loading them once) cannot fit."""
+    need = parameters(cfg) * FLOAT
+    if stored_bytes is not None:  # a checkpoint: the file's tensors pass through memory once
+        need = max(need, stored_bytes) + need // max(cfg.n_layers, 1)
+    else:  # the seeded model draws each layer's weights once more while it builds
+        need += need // max(cfg.n_layers, 1) * 2
+    have = int(available() * HEADROOM)
+    if need > have:
+        what = (f"the model in {cfg.source} ({cfg.n_layers} layers, d_model {cfg.d_model})"
+                if cfg.source != "seeded" else
+                f"a seeded model of {cfg.n_layers} layers × d_model {cfg.d_model}, d_ff {cfg.d_ff}")
+        raise _refuse(what, need, have, "choose smaller --layers, --d-model or --d-ff"
+                      if cfg.source == "seeded" else "use a smaller model")
+
+
+def run_bytes(cfg, T: int, kept_heads: int, stages: bool) -> int:
+    """The peak of one forward pass that keeps `kept_heads` heads' matrices."""
+    weights = parameters(cfg) * FLOAT
+    per_matrix = T * T * FLOAT
+    # kept: weights (and with stages, scores, scaled, masked) in torch, then a NumPy copy
+    kept = kept_heads * per_matrix * (4 if stages else 1) * 2
+    # one block at a time: every head's scores, masked scores and weights when they are explicit
+    heads_now = cfg.n_heads if T <= 512 else max(kept_heads, 1)
+    attention = heads_now * per_matrix * 3
+    width = max(cfg.d_model, cfg.d_ff * (2 if cfg.gated_mlp else 1))
+    activations = attention + T * width * FLOAT * 4
+    hidden = (cfg.n_layers + 2) * T * cfg.d_model * FLOAT * 2  # every block's output, kept
+    return weights + kept + activations + hidden
+
+
+def check_run(cfg, T: int, kept_heads: int, stages: bool = False) -> None:
+    """Refuse a forward pass that cannot fit, before the model or the text is touched."""
+    need = run_bytes(cfg, T, kept_heads, stages)
+    have = int(available() * HEADROOM)
+    if need > have:
+        heads = f"{kept_heads} head{'s' if kept_heads != 1 else ''}"
+        raise _refuse(f"{T:,} tokens with {heads} kept", need, have,
+                      "pick fewer heads with --layer/--head, or give a shorter text")

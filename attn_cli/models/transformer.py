@@ -1,0 +1,264 @@
+"""The one Transformer stack of `attn`, read top to bottom; a ModelConfig switches it.
+
+    x = tok_emb(ids) [+ pos(ids)] [+ type_emb] [→ LN_emb]
+    for each block, pre-norm (GPT-2, Llama):  x = x + Attn(LN1(x));  x = x + MLP(LN2(x))
+                    parallel (GPT-NeoX):      x = x + Attn(LN1(x)) + MLP(LN2(x))
+                    post-norm (BERT):         x = LN1(x + Attn(x));  x = LN2(x + MLP(x))
+    embeddings = LN_f(x)   (or x itself where the family has no final norm)
+
+LN is LayerNorm or RMSNorm; positions are sinusoidal, learned (with an offset), rotary (on all
+or part of each head, applied to Q and K inside attention) or none; attention is multi-head or
+grouped-query with an optional window; the MLP is Linear–act–Linear or gated (SwiGLU). Module
+names are GPT-2's (wte, wpe, h.N.ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj,
+ln_f), whatever the family: a family's converter maps its checkpoint's names onto them.
+
+Attention is `attention.attend`, the only one. On long inputs (more than EXPLICIT_UP_TO tokens)
+heads nobody asked to see go through the fused `scaled_dot_product_attention`, which computes
+the same thing without materialising a T×T matrix (the tests hold the two equal).
+
+References: Vaswani et al. 2017; Radford et al. 2019 (GPT-2); nanoGPT's model.py for the shape
+of this file; TransformerLens for one config serving many families.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attn_cli.models.attention import (attend, expand_kv, rope_cos_sin, rope_frequencies, rotate,
+                                       visible)
+from attn_cli.models.config import ModelConfig
+
+# Up to this many tokens every head goes through `attend`, kept or not, so a head's numbers do
+# not depend on which other heads were asked for. Beyond it, heads nobody asked to see go
+# through the fused kernel (no T×T matrix): the residual stream that later layers read may then
+# differ in the last float32 bit from a run that kept every head.
+EXPLICIT_UP_TO = 512
+
+
+class RMSNorm(nn.Module):
+    """x / √(mean(x²) + ε) · w, in float32 (transformers' LlamaRMSNorm)."""
+
+    def __init__(self, d: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+def norm(cfg: ModelConfig) -> nn.Module:
+    if cfg.norm == "rmsnorm":
+        return RMSNorm(cfg.d_model, cfg.layer_norm_eps)
+    return nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+
+
+_ACT = {"gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "gelu": F.gelu,
+        "silu": F.silu, "relu": F.relu}
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        nh, kvh, hs = cfg.n_heads, cfg.kv_heads, cfg.d_head
+        self.c_attn = nn.Linear(cfg.d_model, (nh + 2 * kvh) * hs, bias=cfg.qkv_bias)  # Q, K, V
+        self.c_proj = nn.Linear(nh * hs, cfg.d_model, bias=cfg.out_bias)  # output projection
+
+    def forward(self, x: torch.Tensor, keep: tuple[int, ...], keep_stages: bool,
+                rope: tuple[torch.Tensor, torch.Tensor] | None, window: int | None):
+        """x: (T, d_model). keep: the heads whose stages to return (may be empty)."""
+        cfg = self.cfg
+        T, nh, kvh, hs = x.shape[0], cfg.n_heads, cfg.kv_heads, cfg.d_head
+        q, k, v = self.c_attn(x).split([nh * hs, kvh * hs, kvh * hs], dim=-1)
+        q = q.view(T, nh, hs).transpose(0, 1)  # (nh, T, hs)
+        k, v = (t.view(T, kvh, hs).transpose(0, 1) for t in (k, v))  # (kvh, T, hs)
+        if rope is not None:
+            q, k = rotate(q, *rope), rotate(k, *rope)
+        idx = list(keep)  # sorted, unique (Transformer.forward makes it so)
+        kept = {}
+        opts = dict(window=window, scale=cfg.scale_scores)
+        if len(keep) == nh or T <= EXPLICIT_UP_TO:
+            z, stages = attend(q, k, v, cfg.causal, keep_stages, **opts)
+            if keep:
+                kept = stages if len(keep) == nh else {n: t[idx] for n, t in stages.items()}
+        else:
+            z = torch.empty_like(q)
+            rest = [h for h in range(nh) if h not in keep]
+            if rest:
+                kf, vf = expand_kv(k, nh), expand_kv(v, nh)
+                seen = visible(T, T, cfg.causal, window, device=x.device) \
+                    if window is not None else None
+                # 4-D (batch of 1): on the CPU, 3-D input falls back to a path that builds T×T
+                z[rest] = F.scaled_dot_product_attention(
+                    q[rest][None], kf[rest][None], vf[rest][None], attn_mask=seen,
+                    is_causal=cfg.causal and seen is None,
+                    scale=None if cfg.scale_scores else 1.0)[0]
+            if keep:
+                sub_k = expand_kv(k, nh)[idx]
+                sub_v = expand_kv(v, nh)[idx]
+                z[idx], kept = attend(q[idx], sub_k, sub_v, cfg.causal, keep_stages, **opts)
+        if keep_stages and keep:
+            kept.update(q=q[idx], k=expand_kv(k, nh)[idx], v=expand_kv(v, nh)[idx],
+                        output=z[idx])
+        y = self.c_proj(z.transpose(0, 1).reshape(T, nh * hs))
+        return y, kept
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gated = cfg.gated_mlp
+        self.act = _ACT[cfg.activation]
+        width = 2 * cfg.d_ff if cfg.gated_mlp else cfg.d_ff  # gated: [gate; up]
+        self.c_fc = nn.Linear(cfg.d_model, width, bias=cfg.mlp_bias)
+        self.c_proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.mlp_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.c_fc(x)
+        if self.gated:
+            gate, up = h.chunk(2, dim=-1)
+            return self.c_proj(self.act(gate) * up)
+        return self.c_proj(self.act(h))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.ln_1 = norm(cfg)
+        self.attn = SelfAttention(cfg)
+        self.ln_2 = norm(cfg)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, keep: tuple[int, ...], keep_stages: bool,
+                rope=None, window: int | None = None):
+        post = self.cfg.post_norm
+        h = x if post else self.ln_1(x)  # what attention reads: stage "x"
+        a, kept = self.attn(h, keep, keep_stages, rope, window)
+        if keep_stages and keep:
+            kept["x"] = h
+        if post:
+            x = self.ln_1(a + x)
+            x = self.ln_2(self.mlp(x) + x)
+        elif self.cfg.parallel_residual:
+            x = self.mlp(self.ln_2(x)) + a + x
+        else:
+            x = x + a
+            x = x + self.mlp(self.ln_2(x))
+        return x, kept
+
+
+@dataclass
+class Forward:
+    """What one forward pass leaves behind: tensors on the model's device."""
+
+    heads: dict[tuple[int, int], dict[str, torch.Tensor]] = field(default_factory=dict)
+    hidden: list[torch.Tensor] = field(default_factory=list)  # after each block, (T, d_model)
+    embeddings: torch.Tensor | None = None  # the final norm of the last hidden state
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        # Loaded weights bring a token table; the seeded model computes rows on demand.
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model) if cfg.vocab_size else None
+        self.wpe = nn.Embedding(cfg.n_positions + cfg.position_offset, cfg.d_model) \
+            if cfg.positions == "learned" else None
+        self.wtt = nn.Embedding(cfg.token_types, cfg.d_model) if cfg.token_types else None
+        self.ln_emb = norm(cfg) if cfg.embed_norm else None
+        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = norm(cfg) if cfg.final_norm else None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def position_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Row of the position table for each token: 0, 1, … plus the family's offset; with a
+        padding index (RoBERTa), pad tokens take that row and the others count past it."""
+        cfg = self.cfg
+        if cfg.pad_id is None:
+            return torch.arange(len(ids), device=ids.device) + cfg.position_offset
+        real = (ids != cfg.pad_id).long()
+        return torch.cumsum(real, 0) * real + cfg.pad_id
+
+    def embed(self, ids: list[int]) -> torch.Tensor:
+        from attn_cli.models.seeded import seeded_token_embeddings
+
+        T, cfg = len(ids), self.cfg
+        id_t = torch.tensor(ids, device=self.device)
+        if self.wte is not None:
+            x = self.wte(id_t)
+        else:
+            x = torch.from_numpy(seeded_token_embeddings(ids, cfg.seed, cfg.d_model))
+            x = x.to(self.device)
+        if self.wtt is not None:  # every token is of type 0: one segment
+            x = x + self.wtt(torch.zeros_like(id_t))
+        if self.wpe is not None:
+            x = x + self.wpe(self.position_ids(id_t))
+        elif cfg.positions == "sinusoidal":
+            x = x + sinusoidal_positions(T, cfg.d_model).to(self.device)
+        if self.ln_emb is not None:
+            x = self.ln_emb(x)
+        return x
+
+    def rope(self, T: int):
+        """cos and sin of every position for rotary families, else None."""
+        if not self.cfg.rotary:
+            return None
+        scaling = dict(self.cfg.rope_scaling) or None
+        inv = rope_frequencies(self.cfg.rotary, self.cfg.rope_theta, scaling)
+        return rope_cos_sin(torch.arange(T, device=self.device), inv)
+
+    @torch.inference_mode()
+    def forward(self, ids: list[int], keep: dict[int, tuple[int, ...]] | None = None,
+                keep_stages: bool = False) -> Forward:
+        """keep maps layer -> heads whose attention to capture; other heads are not kept."""
+        keep = keep or {}
+        out = Forward()
+        x = self.embed(ids)
+        rope = self.rope(len(ids))
+        for layer, block in enumerate(self.h):
+            heads = tuple(sorted(set(keep.get(layer, ()))))  # kept stages come in head order
+            x, kept = block(x, heads, keep_stages, rope, self.cfg.window(layer))
+            for name, tensor in kept.items():
+                for i, head in enumerate(heads):
+                    out.heads.setdefault((layer, head), {})[name] = tensor if name == "x" \
+                        else tensor[i]
+            out.hidden.append(x)
+        out.embeddings = self.ln_f(x) if self.ln_f is not None else x
+        return out
+
+
+def sinusoidal_positions(T: int, d_model: int) -> torch.Tensor:
+    """PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(p / 10000^(2i/d)); (T, d_model)."""
+    pos = torch.arange(T, dtype=torch.float64)[:, None]
+    inv = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+    pe = torch.zeros(T, d_model, dtype=torch.float64)
+    pe[:, 0::2] = torch.sin(pos * inv)
+    pe[:, 1::2] = torch.cos(pos * inv)[:, : d_model // 2]
+    return pe.float()
+
+
+def parameter_count(model: Transformer) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def describe(model: Transformer) -> dict:
+    """The architecture as plain data: config, parameter count, every weight's shape."""
+    weights = [{"name": name, "shape": list(p.shape)} for name, p in model.named_parameters()]
+    out = {"model": model.cfg.to_dict(), "parameters": parameter_count(model),
+           "weights": weights}
+    if model.wte is None:
+        out["token_embeddings"] = (
+            "computed on demand from (seed, token id): no vocabulary-sized table is built")
+    return out
