@@ -231,8 +231,10 @@ def describe(c, d_head: bool = True) -> str:
     sizes = f"{plural(c.n_layers, 'layer')} × {plural(c.n_heads, 'head')}, d_model {c.d_model}"
     if d_head:
         sizes += f", d_head {c.d_head}"
+    if c.kv_heads != c.n_heads:
+        sizes += f", {c.kv_heads} key/value heads"
     model = f"seeded model (seed {c.seed}): {sizes}" if c.source == "seeded" \
-        else f"{c.source}: {sizes}"
+        else f"{c.source} ({c.family}): {sizes}"
     return f"{model}, {'causal' if c.causal else 'bidirectional'}"
 
 
@@ -285,7 +287,9 @@ def top_lines(cap: Capture, h: HeadCapture, view: View) -> Text:
 def embeddings_table(cap: Capture, view: View) -> Table:
     d = cap.embeddings.shape[1]
     shown = d if view.dims is None else min(view.dims, d)
-    title = f"Contextual embeddings: LN_f of the last block's output ({shown} of {d} dims"
+    what = "LN_f of the last block's output" if cap.config.final_norm else \
+        "the last block's output"
+    title = f"Contextual embeddings: {what} ({shown} of {d} dims"
     title += ")" if shown == d else "; --dims all for every one)"
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
                   pad_edge=False)
@@ -373,22 +377,28 @@ def heads_view(cap: Capture, layer: int, view: View, pattern: str | None = None)
     summaries = summarise(cap, layer)
     table = Table(title=f"Layer {layer}: every head", title_justify="left",
                   box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for name, justify in (("head", "right"), ("mean H", "right"), ("strongest pair", "left"),
-                          ("prev", "right"), ("self", "right"), ("first", "right"),
-                          ("dist", "right"), ("dup", "right"), ("ind", "right"),
-                          ("pattern", "left")):
-        table.add_column(name, justify=justify, no_wrap=name != "strongest pair")
+    cfg = cap.config
+    grouped = cfg.kv_heads != cfg.n_heads  # grouped-query: say which K/V each head reads
+    for name, justify in (("head", "right"), ("kv", "right"), ("mean H", "right"),
+                          ("strongest pair", "left"), ("prev", "right"), ("self", "right"),
+                          ("first", "right"), ("dist", "right"), ("dup", "right"),
+                          ("ind", "right"), ("pattern", "left")):
+        if name != "kv" or grouped:
+            table.add_column(name, justify=justify, no_wrap=name != "strongest pair")
     p = view.precision
     for s in summaries:
         st = s.strongest
         pair = (f"{cap.tokens[st.query].display} → {cap.tokens[st.key].display} "
                 f"{st.weight:.{p}f}")
-        table.add_row(str(s.head.head), _fmt(s.mean_entropy, p), pair,
+        kv = [str(cfg.kv_group(s.head.head))] if grouped else []
+        table.add_row(str(s.head.head), *kv, _fmt(s.mean_entropy, p), pair,
                       _fmt(s.scores.previous_token, p), _fmt(s.scores.self, p),
                       _fmt(s.scores.first_token, p), _fmt(s.scores.mean_distance, p),
                       _opt(s.scores.duplicate_token, p), _opt(s.scores.induction, p),
                       s.pattern or "—")
-    legend = Text("mean H: mean row entropy (nats) · prev / self / first: mean weight on the "
+    kv_note = (f"kv: the key/value head it reads ({cfg.kv_heads} shared by {cfg.n_heads} "
+               f"heads) · ") if grouped else ""
+    legend = Text(kv_note + "mean H: mean row entropy (nats) · prev / self / first: mean weight on the "
                   "previous / same / first token · dist: mean |query − key| · dup / ind: "
                   "duplicate-token / induction scores (— when no token repeats; try --repeat) "
                   "· numbers for one head: attn inspect --layer L --head H, or --json",
@@ -443,7 +453,7 @@ def panels(tokens: list[Token], items: list[tuple[str, np.ndarray, np.ndarray]],
 
 
 STAGE_LINES = {
-    "x": ("X = LN₁(h)", "the block's input, layer-normalised: what the head reads"),
+    "x": ("X = LN₁(h)", "the block's input, normalised: what the head reads"),
     "q": ("Q = X·W_Q + b_Q", "the Query: what each token asks for"),
     "k": ("K = X·W_K + b_K", "the Key: what each token answers to"),
     "v": ("V = X·W_V + b_V", "the Value: what each token carries"),
@@ -455,19 +465,45 @@ STAGE_LINES = {
 }
 
 
-def stage_note(name: str, cap: Capture, d_head: int, layer: int = 0) -> str:
+def formula(cfg, layer: int) -> str:
+    """The attention this layer really computes, e.g. softmax(RoPE(Q)·RoPE(K)ᵀ/√d_k + M)·V."""
+    q, k = ("RoPE(Q)", "RoPE(K)") if cfg.rotary else ("Q", "K")
+    scale = "/√d_k" if cfg.scale_scores else ""
+    mask = " + M_window" if cfg.window(layer) is not None else " + M" if cfg.causal else ""
+    return f"softmax({q}·{k}ᵀ{scale}{mask})·V"
+
+
+def stage_note(name: str, cap: Capture, d_head: int, layer: int = 0, head: int = 0) -> str:
+    cfg = cap.config
     line, note = STAGE_LINES[name]
+    scaled = "S / √d_k" if cfg.scale_scores else "S"
+    if name == "x" and cfg.post_norm:
+        line, note = "X = h", "the block's input (post-norm: the norm comes after attention)"
+    if name in ("q", "k", "v") and not cfg.qkv_bias:
+        line = line.replace(f" + b_{name.upper()}", "")
+    if name in ("q", "k") and cfg.rotary:
+        what = "all" if cfg.rotary == d_head else f"the first {cfg.rotary} of {d_head}"
+        line = f"{name.upper()} = RoPE({line.split(' = ')[1]})"
+        note = f"{note}; rotary positions turn {what} dims by each token's position"
+    if name in ("k", "v") and cfg.kv_heads != cfg.n_heads:
+        note = f"{note}; from key/value head {cfg.kv_group(head)} of {cfg.kv_heads}, " \
+               f"shared by {cfg.n_heads // cfg.kv_heads} query heads"
     if name == "scaled":
-        note = f"√d_k = √{d_head} = {math.sqrt(d_head):.4g}"
+        line = scaled
+        note = f"√d_k = √{d_head} = {math.sqrt(d_head):.4g}" if cfg.scale_scores else \
+            f"no scaling: {cfg.family} does not divide by √d_k"
     if name == "masked":
+        line = f"{scaled} + M"
         window = cap.window(layer)
         if window is not None:
             note = (f"M is −∞ where the key comes after the query or {window} or more tokens "
                     f"before it (a window of {window}), 0 elsewhere")
         else:
             note = ("M is −∞ where the key comes after the query (causal), 0 elsewhere"
-                    if cap.config.causal else
+                    if cfg.causal else
                     "no mask: bidirectional, every key is visible (M = 0)")
+    if name == "weights":
+        line = f"A = softmax({scaled} + M)"
     return f"{line}    {note}" if note else line
 
 
@@ -480,14 +516,15 @@ def steps_view(cap: Capture, h: HeadCapture, view: View, query: int | None) -> G
     parts: list[RenderableType] = [
         header(cap, "steps"),
         Text.assemble(("Layer ", "bold"), (str(h.layer), "bold"), (" · Head ", "bold"),
-                      (str(h.head), "bold"), "   softmax(QKᵀ/√d_k + M)·V"),
+                      (str(h.head), "bold"), "   " + formula(cap.config, h.layer)),
         token_strip(cap.tokens), Text()]
     stages = dict(h.stages, weights=h.weights)
     for n, name in enumerate(("x", "q", "k", "v", "scores", "scaled", "masked", "weights",
                               "output"), start=1):
         values = stages[name]
         shape = f"({values.shape[0]} × {values.shape[1]})"
-        parts.append(Text.assemble((f"{n}. ", "bold"), (stage_note(name, cap, d_head, h.layer), "bold"),
+        parts.append(Text.assemble((f"{n}. ", "bold"), (stage_note(name, cap, d_head, h.layer, h.head),
+                                                          "bold"),
                                    "  ", (shape, "cyan")))
         if name in ("scores", "scaled", "masked", "weights"):
             parts.append(matrix(values, rows, key_cols, view,
@@ -592,6 +629,7 @@ def heads_doc(cap: Capture, layer: int, pattern: str | None = None) -> dict:
     for s in summarise(cap, layer):
         out["heads"].append({
             "head": s.head.head,
+            "kv_group": cap.config.kv_group(s.head.head),
             "weights": s.head.weights,
             "mean_entropy": f32(s.mean_entropy),
             "strongest": {"query": s.strongest.query, "key": s.strongest.key,
