@@ -392,6 +392,17 @@ def _strip(key: str, prefixes: tuple[str, ...]) -> str:
     return key
 
 
+class _Stop(Exception):
+    """A dry run cannot go on: the shapes are too wrong to build even on the meta device."""
+
+
+def _meta(shape: tuple[int, ...]) -> torch.Tensor:
+    try:
+        return torch.empty(shape, device="meta")
+    except RuntimeError:  # sizes whose product overflows
+        raise _Stop from None
+
+
 class Weights:
     """What a family's `convert` reads: `get(name, shape)` checks the name and the shape (as
     stored) and returns the tensor in float32. A dry run checks every name and shape from the
@@ -406,7 +417,11 @@ class Weights:
     @classmethod
     def dry_run(cls, files: WeightFiles, family, cfg: ModelConfig) -> None:
         w = cls(files, family, cfg, dry=True)
-        family.convert(w, cfg)
+        try:
+            family.convert(w, cfg)
+        except (_Stop, RuntimeError):  # shapes too wrong to go on: report what was found
+            if not (w.missing or w.bad):
+                raise
         where = cfg.source
         if w.missing:
             more = f" (and {len(w.missing) - 1} more)" if len(w.missing) > 1 else ""
@@ -433,14 +448,14 @@ class Weights:
             name = alias
         if name not in self.names:
             self.missing.append(name)
-            return torch.empty(shape, device="meta")
+            return _meta(shape)
         key = self.names[name]
         found = self.files.shapes[key]
         if found != tuple(shape):
             self.bad.append((name, found, tuple(shape)))
-            return torch.empty(shape, device="meta")
+            raise _Stop
         if self.dry:
-            return torch.empty(shape, device="meta")
+            return _meta(shape)
         tensor = self.files.tensor(key)
         if not tensor.is_floating_point():
             raise ModelLoadError(
