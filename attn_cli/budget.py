@@ -106,7 +106,8 @@ def check_weights(cfg, stored_bytes: int | None = None, device: str = "cpu") -> 
     if need > have:
         what = (f"the model in {cfg.source} ({cfg.n_layers} layers, d_model {cfg.d_model})"
                 if cfg.source != "seeded" else
-                f"a seeded model of {cfg.n_layers} layers × d_model {cfg.d_model}, d_ff {cfg.d_ff}")
+                f"a seeded model of {cfg.n_layers} layers × d_model {cfg.d_model}, "
+                f"d_ff {cfg.d_ff}")
         raise _refuse(what, need, have, "choose smaller --layers, --d-model or --d-ff"
                       if cfg.source == "seeded" else "use a smaller model")
 

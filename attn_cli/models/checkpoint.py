@@ -465,7 +465,8 @@ class Weights:
         tensor = tensor.to(torch.float32)
         # NaN and ±inf both reach the extremes (max and min propagate NaN): two reductions,
         # no tensor-sized temporary
-        if tensor.numel() and not (torch.isfinite(tensor.amax()) and torch.isfinite(tensor.amin())):
+        extremes = (tensor.amax(), tensor.amin()) if tensor.numel() else ()
+        if not all(torch.isfinite(x) for x in extremes):
             raise ModelLoadError(
                 f"tensor {name} in {self.cfg.source} holds NaN or infinite values: the "
                 f"checkpoint is corrupt (or was trained into a broken state); download or save "
