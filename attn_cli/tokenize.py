@@ -247,16 +247,16 @@ def get_tokenizer(name: str) -> Tokenizer:
 
 
 def encoding_from_files(vocab_json: Path, merges_txt: Path) -> tiktoken.Encoding:
-    """The gpt2 encoding built from a checkpoint's own vocab.json and merges.txt."""
-    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+    """The gpt2 encoding built from a checkpoint's own vocab.json and merges.txt.
 
-    try:
-        ranks = data_gym_to_mergeable_bpe_ranks(str(merges_txt), str(vocab_json))
-    except Exception as exc:
-        raise EncodingError(
-            f"could not build a tokenizer from {vocab_json.name} and {merges_txt.name} in "
-            f"{vocab_json.parent}: {type(exc).__name__} (they must be GPT-2 BPE files)"
-        ) from None
+    The files are read here, byte for byte, every call: nothing goes through tiktoken's file
+    loaders or its shared cache (whose key is the path as typed, so a second folder with the
+    same relative path, or an edited merges.txt, would get the first file's ranks back).
+    `hf_tokenizer.load(folder)` is the full reader (tokenizer.json, specials, templates).
+    """
+    from attn_cli import hf_tokenizer
+
+    ranks = hf_tokenizer.gpt2_ranks(vocab_json, merges_txt)
     return tiktoken.Encoding(
         name="gpt2", pat_str=R50K_PAT, mergeable_ranks=ranks, special_tokens={ENDOFTEXT: len(ranks)}
     )

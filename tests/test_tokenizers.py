@@ -8,6 +8,9 @@ tokenizer_config.json and config.json that real checkpoints carry. `hf_tokenizer
 exactly the ids of transformers' `AutoTokenizer` on a hostile corpus: special-token text as
 ordinary text (`split_special_tokens=True`) by default, as special tokens under
 `allow_special`, and the post-processor's BOS / [CLS] … [SEP] / <s> … </s> included.
+
+Issue 10: nothing is cached, so a second folder with the same relative name, or an edited
+merges.txt, is read afresh, and tiktoken's shared cache directory is never written.
 """
 
 from __future__ import annotations
@@ -517,6 +520,60 @@ def test_what_tiktoken_cannot_order_goes_to_the_library(folders, reference, tmp_
     for text in CORPUS.values():
         assert ids(tok, text) == hf_ids(ref, text)
         assert b"".join(t.raw for t in tok.encode(text)) == text.encode()
+
+
+# --- issue 10: nothing outlives its source ---------------------------------------------------------
+
+@pytest.fixture
+def tiktoken_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "tiktoken-cache"
+    cache.mkdir()
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+    monkeypatch.setenv("DATA_GYM_CACHE_DIR", str(cache))
+    return cache
+
+
+def write_pair(folder: Path, merges: list[tuple[str, str]]):
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(FIXTURES / "vocab.json", folder)
+    lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in merges]
+    (folder / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2"}), encoding="utf-8")
+
+
+def test_two_folders_named_m_and_an_edited_merges_file(tmp_path, monkeypatch, tiktoken_cache):
+    from transformers import AutoTokenizer
+
+    merges = gpt2_merges()
+    write_pair(tmp_path / "a" / "m", merges)         # GPT-2's own files
+    write_pair(tmp_path / "b" / "m", merges[:300])   # the same vocabulary, few merges
+    text = "The cat sat on the mat because it was tired."
+    seen = {}
+    for where in ("a", "b", "a"):
+        monkeypatch.chdir(tmp_path / where)
+        expected = AutoTokenizer.from_pretrained("m")(text)["input_ids"]
+        got = ids(hf_tokenizer.load(Path("m")), text)
+        enc = tokenize.encoding_from_files(Path("m/vocab.json"), Path("m/merges.txt"))
+        assert got == expected == enc.encode_ordinary(text), where
+        seen[where] = got
+    assert seen["a"] != seen["b"] and len(seen["b"]) > len(seen["a"])
+
+    monkeypatch.chdir(tmp_path / "a")
+    write_pair(Path("m"), merges[:1000])  # edit merges.txt in place
+    expected = AutoTokenizer.from_pretrained("m")(text)["input_ids"]
+    assert ids(hf_tokenizer.load(Path("m")), text) == expected != seen["a"]
+    enc = tokenize.encoding_from_files(Path("m/vocab.json"), Path("m/merges.txt"))
+    assert enc.encode_ordinary(text) == expected
+    assert list(tiktoken_cache.iterdir()) == []  # tiktoken's shared cache was never written
+
+
+def test_loading_writes_nothing_anywhere(folders, tmp_path, tiktoken_cache):
+    folder = tmp_path / "copy"
+    shutil.copytree(folders["llama3"], folder)
+    before = sorted(p.name for p in folder.iterdir())
+    hf_tokenizer.load(folder).encode("hello")
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert list(tiktoken_cache.iterdir()) == []
 
 
 def test_hf_tokenizer_imports_neither_torch_nor_tokenizers(folders):
