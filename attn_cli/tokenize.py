@@ -142,6 +142,10 @@ class Tokenizer:
     def max_token_value(self) -> int:
         return self.n_vocab - 1
 
+    def decode(self, ids: Iterable[int]) -> str:
+        """The text of these ids; bytes that are not whole UTF-8 characters become U+FFFD."""
+        return b"".join(self.token_bytes(i) for i in ids).decode("utf-8", errors="replace")
+
     def tokens(self, ids: Iterable[int]) -> list[Token]:
         special = self.special_ids
         return [Token(i, t, self.token_bytes(t), t in special) for i, t in enumerate(ids)]

@@ -19,7 +19,6 @@ to do.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -477,34 +476,20 @@ class Weights:
 
 # --- tokenizer ------------------------------------------------------------------------------------
 
-# The sha256 that tiktoken pins for GPT-2's encoder.json / vocab.bpe: HF's vocab.json and
-# merges.txt are byte-identical to them, and then the bundled gpt2 ranks are the same table.
-_GPT2_VOCAB_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
-_GPT2_MERGES_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
-TOKENIZER_FILES = ("vocab.json", "merges.txt")
+TOKENIZER_FILES = ("vocab.json", "merges.txt")  # the GPT-2-style pair (or tokenizer.json)
 
 
 def load_tokenizer(folder: Path):
-    from attn_cli.tokenize import encoding_from_files, get_encoding
+    """The folder's own tokenizer (tokenizer.json, or vocab.json + merges.txt): see
+    hf_tokenizer. Its problems are the checkpoint's problems."""
+    from attn_cli import hf_tokenizer
 
-    missing = [name for name in TOKENIZER_FILES if not (folder / name).is_file()]
-    if missing:
-        raise ModelLoadError(
-            f"no {' or '.join(missing)} in {folder}: the checkpoint's GPT-2 tokenizer files "
-            f"(vocab.json and merges.txt) must sit beside config.json; copy them from the "
-            f"model it was trained with"
-        )
-    vocab, merges = folder / "vocab.json", folder / "merges.txt"
-    if _sha256(vocab) == _GPT2_VOCAB_SHA256 and _sha256(merges) == _GPT2_MERGES_SHA256:
-        return get_encoding("gpt2")  # the very same ranks, from the bundled file
     try:
-        return encoding_from_files(vocab, merges)
+        return hf_tokenizer.load(folder)
+    except ModelLoadError:
+        raise
     except AttnError as exc:
         raise ModelLoadError(str(exc)) from None
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # --- weights into the model -------------------------------------------------------------------
