@@ -188,12 +188,19 @@ def _name_and_revision(spec: str, revision: str | None) -> tuple[str, str]:
 def _download(name: str, revision: str, cache: Path) -> Result:
     import huggingface_hub
     from huggingface_hub import HfApi
+    from huggingface_hub import errors as hub_errors
 
     from attn_cli.models import checkpoint
 
     url, token = endpoint(), os.environ.get("HF_TOKEN") or None
-    info = HfApi(endpoint=url, token=token).model_info(name, revision=revision,
-                                                       timeout=API_TIMEOUT)
+    try:
+        info = HfApi(endpoint=url, token=token).model_info(name, revision=revision,
+                                                           timeout=API_TIMEOUT)
+    except (ValueError, KeyError, TypeError) as exc:  # not JSON, or not a repo's
+        if isinstance(exc, (hub_errors.HFValidationError, hub_errors.HfHubHTTPError)):
+            raise
+        raise PullError(f"{url} did not answer like a Hugging Face hub (its repo listing is "
+                        f"not the hub's JSON): check HF_ENDPOINT and any proxy") from None
     commit = info.sha or ""
     if not checkpoint._COMMIT.match(commit):
         raise PullError(f"{url} answered for {name} without a commit id: HF_ENDPOINT does not "

@@ -56,6 +56,7 @@ class FakeHub:
     drop: dict[str, int] = field(default_factory=dict)
     stall: dict[str, threading.Event] = field(default_factory=dict)
     stalled: threading.Event = field(default_factory=threading.Event)
+    broken: bool = False  # answer everything with a web page, as a wrong HF_ENDPOINT would
 
     def start(self) -> str:
         hub = self
@@ -93,6 +94,14 @@ class FakeHub:
     def _answer(self, h: BaseHTTPRequestHandler, method: str) -> None:
         path = urlsplit(h.path).path
         self.log.append(Request(method, path, {k.lower(): v for k, v in h.headers.items()}))
+        if self.broken:
+            body = b"<html>a web page</html>"
+            h.send_response(200)
+            h.send_header("Content-Type", "text/html")
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            h.wfile.write(body if method == "GET" else b"")
+            return
         api = re.match(r"^/api/models/(.+)/revision/([^/]+)$", path)
         resolve = re.match(r"^/(.+?)/resolve/([^/]+)/(.+)$", path)
         if api and method == "GET":

@@ -390,6 +390,10 @@ def test_errors_are_one_line_and_exit_2(hub, env, monkeypatch):
     one_line_error(invoke("pull", NAME), "HF_HUB_OFFLINE is set", "unset it")
     monkeypatch.delenv("HF_HUB_OFFLINE")
 
+    hub.broken = True
+    one_line_error(invoke("pull", NAME), "did not answer like a Hugging Face hub", "HF_ENDPOINT")
+    hub.broken = False
+
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"
