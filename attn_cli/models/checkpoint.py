@@ -74,6 +74,8 @@ _ALIASES = {
     "distilgpt2": "distilbert/distilgpt2",
 }
 _REPO_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_REVISION = re.compile(r"^[\w.-]+(/[\w.-]+)*$")  # a branch, tag or commit: main, v1.0, refs/pr/1
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 # --- where the checkpoint is ------------------------------------------------------------------
@@ -99,22 +101,73 @@ def _repo_ids(name: str) -> list[str]:
     return ids
 
 
-def _snapshot(repo: Path) -> Path | None:
-    """The snapshot refs/main points at, else the newest one under snapshots/."""
+def _snapshot(repo: Path, revision: str | None = None) -> tuple[Path | None, tuple | None]:
+    """(the snapshot to use, None), or (None, (an incomplete snapshot, what it lacks) or None).
+
+    With a revision: the snapshot of that commit, or the one refs/REVISION points at. Without:
+    the one refs/main points at, else the newest. A snapshot that lacks config.json or its
+    weights (a download that stopped half-way) is never used.
+    """
     snapshots = repo / "snapshots"
-    ref = repo / "refs" / "main"
-    if ref.is_file():
-        commit = ref.read_text(encoding="utf-8", errors="replace").strip()
-        if commit and (snapshots / commit).is_dir():
-            return snapshots / commit
-    if not snapshots.is_dir():
+    candidates = []
+    if revision is not None and _COMMIT.match(revision):
+        candidates.append(snapshots / revision)
+    else:
+        ref = repo / "refs" / (revision or "main")
+        if ref.is_file():
+            commit = ref.read_text(encoding="utf-8", errors="replace").strip()
+            if commit:
+                candidates.append(snapshots / commit)
+        if revision is None and snapshots.is_dir():
+            found = [p for p in snapshots.iterdir() if p.is_dir()]
+            candidates += sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+    incomplete = None
+    for snapshot in candidates:
+        if not snapshot.is_dir():
+            continue
+        missing = _missing(snapshot)
+        if missing is None:
+            return snapshot, None
+        incomplete = incomplete or (snapshot, missing)
+    return None, incomplete
+
+
+def _missing(folder: Path) -> str | None:
+    """What a cached snapshot lacks before it can be loaded: config.json, the weights, or a
+    shard its index names (None if nothing). `attn pull` fetches config.json first and the
+    weights last, so a pull that stopped half-way leaves a snapshot that this refuses."""
+    if not (folder / "config.json").is_file():
+        return "config.json"
+    if (folder / SAFETENSORS).is_file() or (folder / PYTORCH_BIN).is_file():
         return None
-    found = [p for p in snapshots.iterdir() if p.is_dir()]
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+    index = folder / SAFETENSORS_INDEX
+    if not index.is_file():
+        return f"{SAFETENSORS} or {PYTORCH_BIN}"
+    try:
+        shards = json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()
+    except Exception:  # WeightFiles says what is wrong with the index
+        return None
+    for shard in sorted({s for s in shards if isinstance(s, str)}):
+        if not (folder / shard).is_file():
+            return shard
+    return None
+
+
+def split_revision(spec: str) -> tuple[str, str | None]:
+    """`NAME@REVISION` -> (NAME, REVISION); `NAME` -> (NAME, None)."""
+    name, at, revision = spec.partition("@")
+    if not at:
+        return spec, None
+    if not _REVISION.match(revision) or any(p in (".", "..") for p in revision.split("/")):
+        raise ModelLoadError(
+            f"{spec!r} names the revision {revision!r}, which is not a branch, tag or commit: "
+            f"use NAME@main, NAME@v1.0 or NAME@<40-hex commit>")
+    return name, revision
 
 
 def resolve(spec: str) -> Path:
-    """A folder path as given, or a hub name found in the local Hugging Face cache."""
+    """A folder path as given, or a hub name (`NAME` or `NAME@REVISION`) found in the local
+    Hugging Face cache."""
     if not spec.strip():
         raise ModelLoadError("--model is empty: pass a checkpoint folder or a name such as gpt2")
     path = Path(spec).expanduser()
@@ -125,28 +178,38 @@ def resolve(spec: str) -> Path:
             f"--model {spec} is a file, not a folder: pass the checkpoint folder that holds "
             f"config.json, the weights, vocab.json and merges.txt ({path.parent})"
         )
-    if not _REPO_NAME.match(spec):
+    name, revision = spec, None
+    if _REPO_NAME.match(spec.partition("@")[0]):
+        name, revision = split_revision(spec)
+    if not _REPO_NAME.match(name):
         raise ModelLoadError(
             f"model folder {spec} does not exist: pass a folder with config.json, "
             f"model.safetensors, vocab.json and merges.txt, or a name such as gpt2 that is "
             f"in the local Hugging Face cache"
         )
     cache = hub_cache_dir()
-    looked = []
-    for repo_id in _repo_ids(spec):
+    looked, incomplete = [], None
+    for repo_id in _repo_ids(name):
         repo = cache / ("models--" + repo_id.replace("/", "--"))
         looked.append(str(repo))
-        snapshot = _snapshot(repo)
+        snapshot, partial = _snapshot(repo, revision)
         if snapshot is not None:
             return snapshot
-    download = _ALIASES.get(spec, spec)
+        incomplete = incomplete or partial
+    pull = f"attn pull {name}" + (f" --revision {revision}" if revision else "")
+    if incomplete is not None:
+        folder, missing = incomplete
+        raise ModelLoadError(
+            f"the cached copy of {spec} in {folder} is incomplete (no {missing}): a download "
+            f"stopped half-way; run `{pull}` to finish it")
+    download = _ALIASES.get(name, name)
+    what = f"revision {revision} of {name!r}" if revision else f"model {spec!r}"
     raise ModelLoadError(
-        f"model {spec!r} is neither a folder nor in the local Hugging Face cache (looked in "
-        f"{', '.join(looked)}): on a machine with network run `huggingface-cli download "
-        f"{download}` and copy its cache here (or set HF_HUB_CACHE to it), or pass a folder path"
+        f"{what} is neither a folder nor in the local Hugging Face cache (looked in "
+        f"{', '.join(looked)}): run `{pull}` (or, with no network here, `huggingface-cli "
+        f"download {download}` on a machine that has it and copy its cache here or set "
+        f"HF_HUB_CACHE to it), or pass a folder path"
     )
-
-
 
 
 # --- config.json --------------------------------------------------------------------------------
@@ -274,12 +337,13 @@ class WeightFiles:
             names = sorted(set(index["weight_map"].values()))
         except Exception as exc:
             raise _corrupt(path, exc) from None
-        inside = self.folder.resolve()
+        # By name, not by where a link leads: the hub cache links every file to ../../blobs/.
+        inside = Path(os.path.abspath(self.folder))
         shards = []
         for name in names:
             shard = (self.folder / str(name))
             if not isinstance(name, str) or Path(name).is_absolute() or \
-                    not shard.resolve().is_relative_to(inside):
+                    not Path(os.path.abspath(shard)).is_relative_to(inside):
                 raise ModelLoadError(
                     f"{path} names the shard {name!r}, which is outside {self.folder}: attn "
                     f"reads only files inside the checkpoint folder")
