@@ -42,9 +42,11 @@ def describe(cap: CrossCapture) -> str:
     enc, dec = cap.encoder, cap.decoder
     model = f"seeded model (seed {enc.seed})" if enc.source == "seeded" \
         else f"{enc.source} ({enc.family})"
+    d_head = f"d_head {enc.d_head}" if enc.d_head == dec.d_head else \
+        f"d_head {enc.d_head} (encoder), {dec.d_head} (decoder)"
     return (f"{model}: encoder {plural(enc.n_layers, 'layer')} × {plural(enc.n_heads, 'head')}, "
             f"decoder {plural(dec.n_layers, 'layer')} × {plural(dec.n_heads, 'head')}, "
-            f"d_model {enc.d_model}, d_head {enc.d_head}")
+            f"d_model {enc.d_model}, {d_head}")
 
 
 def header(cap: CrossCapture, command: str = "cross") -> Text:
