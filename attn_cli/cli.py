@@ -751,3 +751,7 @@ def main() -> None:
     except (BrokenPipeError, ValueError):
         _quiet_stdout()
     sys.exit(code if isinstance(code, int) else 0)
+
+
+# `attn cross` (SPEC §6) lives in its own module and registers itself on `app` (no torch import).
+from attn_cli import cross_command  # noqa: E402,F401
