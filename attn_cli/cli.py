@@ -6,6 +6,7 @@ Heavy modules (torch, the model, NumPy) are imported inside the commands that ne
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -16,6 +17,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from attn_cli import safe
 from attn_cli.errors import AttnError, ConfigError, DeviceError
 
 try:  # typer 0.2x carries its own copy of click
@@ -36,58 +38,81 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False, mark
 
 # ------------------------------------------------------------------ shared options
 
+# Options are grouped in help panels so that `attn COMMAND --help` reads well at 80 columns.
+def _input(*names, **kwargs):
+    return typer.Option(*names, rich_help_panel="Input", **kwargs)
+
+
+def _model(*names, **kwargs):
+    return typer.Option(*names, rich_help_panel="Model", **kwargs)
+
+
+def _view(*names, **kwargs):
+    return typer.Option(*names, rich_help_panel="View", **kwargs)
+
+
+def _output(*names, **kwargs):
+    return typer.Option(*names, rich_help_panel="Output", **kwargs)
+
+
 Text = Annotated[Optional[str], typer.Argument(
-    help="The text to look at; '-' reads standard input. Default: piped input, else a sample "
-         "sentence.", show_default=False)]
-File = Annotated[Optional[Path], typer.Option("--file", help="Read the text from this file (UTF-8).")]
-Errors = Annotated[str, typer.Option("--errors", help="Invalid UTF-8: 'strict' (an error) or "
-                                     "'replace' (U+FFFD).")]
-Encoding = Annotated[Optional[str], typer.Option(
+    help="The text to look at; '-' reads standard input. Default: piped input; with none (a "
+         "terminal, /dev/null), a sample sentence.", show_default=False)]
+File = Annotated[Optional[Path], _input("--file", help="Read the text from this file (UTF-8).")]
+Errors = Annotated[str, _input("--errors", help="Invalid UTF-8: 'strict' (an error) or "
+                               "'replace' (U+FFFD).")]
+Encoding = Annotated[Optional[str], _model(
     "--encoding", help="tiktoken encoding [default: o200k_base]; gpt2, r50k_base, cl100k_base "
                        "and o200k_base work offline.", show_default=False)]
-AllowSpecial = Annotated[bool, typer.Option(
+AllowSpecial = Annotated[bool, _input(
     "--allow-special", help="Encode special-token text such as <|endoftext|> as the special token.")]
-Layers = Annotated[Optional[int], typer.Option("--layers", help="Transformer blocks [default: 2].",
-                                               show_default=False)]
-Heads = Annotated[Optional[int], typer.Option("--heads", help="Heads per block [default: 4].",
-                                              show_default=False)]
-DModel = Annotated[Optional[int], typer.Option(
+Layers = Annotated[Optional[int], _model("--layers", help="Transformer blocks [default: 2].",
+                                         show_default=False)]
+Heads = Annotated[Optional[int], _model("--heads", help="Heads per block [default: 4].",
+                                        show_default=False)]
+DModel = Annotated[Optional[int], _model(
     "--d-model", help="Residual width; must divide by --heads [default: 64].", show_default=False)]
-DFF = Annotated[Optional[int], typer.Option("--d-ff", help="MLP width [default: 4 × d_model].",
-                                            show_default=False)]
-Seed = Annotated[Optional[int], typer.Option(
+DFF = Annotated[Optional[int], _model("--d-ff", help="MLP width [default: 4 × d_model].",
+                                      show_default=False)]
+Seed = Annotated[Optional[int], _model(
     "--seed", help="Every weight of the seeded model follows from it [default: 0].",
     show_default=False)]
-Causal = Annotated[Optional[bool], typer.Option(
+Causal = Annotated[Optional[bool], _model(
     "--causal/--bidirectional", help="Mask future keys (GPT-style) or not (BERT-style) "
                                      "[default: causal].", show_default=False)]
-ModelPath = Annotated[Optional[str], typer.Option(
+ModelPath = Annotated[Optional[str], _model(
     "--model", help="GPT-2-family weights: a folder (config.json, model.safetensors, vocab.json, "
                     "merges.txt) or a name in the local Hugging Face cache. Never downloads.")]
-Truncate = Annotated[bool, typer.Option(
+Truncate = Annotated[bool, _input(
     "--truncate", help="Cut input longer than the model's positions (with a warning).")]
-Device = Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")]
-LayerList = Annotated[Optional[list[int]], typer.Option(
+Device = Annotated[str, _model("--device", help="cpu, cuda or auto.")]
+LayerList = Annotated[Optional[list[int]], _view(
     "--layer", help="Layer to show (repeatable) [default: all].", show_default=False)]
-HeadList = Annotated[Optional[list[int]], typer.Option(
+HeadList = Annotated[Optional[list[int]], _view(
     "--head", help="Head to show (repeatable) [default: all].", show_default=False)]
-TopK = Annotated[int, typer.Option("--top-k", help="Attended keys listed per query.", min=1)]
-Precision = Annotated[int, typer.Option("--precision", help="Decimals in tables.", min=0, max=8)]
-Dims = Annotated[str, typer.Option("--dims", help="Embedding dimensions shown: a number or 'all'.")]
-Json = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
-NDJson = Annotated[bool, typer.Option(
+TopK = Annotated[int, _view("--top-k", help="Attended keys listed per query.", min=1)]
+Precision = Annotated[int, _view("--precision", help="Decimals in tables.", min=0, max=8)]
+Dims = Annotated[str, _view("--dims", help="Embedding dimensions shown: a number or 'all'.")]
+Json = Annotated[bool, _output("--json", help="One JSON document on stdout.")]
+NDJson = Annotated[bool, _output(
     "--ndjson", help="JSON lines: the header fields, then one record per line.")]
-NoColor = Annotated[bool, typer.Option("--no-color", help="No colours (NO_COLOR is honoured too).")]
-Full = Annotated[bool, typer.Option(
+NoColor = Annotated[bool, _view("--no-color", help="No colours (NO_COLOR is honoured too).")]
+Full = Annotated[bool, _view(
     "--full", help="Numeric tables even when wider than the terminal.")]
-Svg = Annotated[Optional[Path], typer.Option("--svg", help="Also save what is printed as SVG.")]
-Html = Annotated[Optional[Path], typer.Option("--html", help="Also save what is printed as HTML.")]
+Svg = Annotated[Optional[Path], _output("--svg", help="Also save what is printed as SVG.")]
+Html = Annotated[Optional[Path], _output("--html", help="Also save what is printed as HTML.")]
 
 
 # ------------------------------------------------------------------ errors
 
+def _say(line: str, style: str | None = None) -> None:
+    """One line on stderr: whatever it quotes (paths, option values, text) escaped, so that it
+    stays one line and nothing in it reaches the terminal raw."""
+    stderr.print(safe.terminal(line), style=style)
+
+
 def _fail(message: str, code: int) -> None:
-    stderr.print(f"error: {message}")
+    _say(f"error: {message}")
     raise typer.Exit(code)
 
 
@@ -122,15 +147,13 @@ def _debug() -> bool:
 
 def _quiet_stdout() -> None:
     """stdout was closed (attn ... | head): point it at /dev/null so nothing more complains."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
+    from attn_cli.output import quiet_stdout
+
+    quiet_stdout()
 
 
 def note(message: str) -> None:
-    stderr.print(f"note: {message}", style="dim")
+    _say(f"note: {message}", style="dim")
 
 
 # ------------------------------------------------------------------ building blocks
@@ -197,7 +220,7 @@ def build(opts: ModelOptions):
         causal=True if opts.causal is None else opts.causal,
         seed=0 if opts.seed is None else opts.seed,
     )
-    name = opts.encoding or "o200k_base"
+    name = "o200k_base" if opts.encoding is None else opts.encoding
     encoding = get_encoding(name)
     from attn_cli import budget
 
@@ -238,20 +261,27 @@ def _dims(value: str) -> int | None:
 
 
 def _check_formats(json: bool, ndjson: bool, svg, html) -> None:
+    """Options that cannot go together, and files that cannot be written: before any work."""
     if json and ndjson:
         raise ConfigError("--json and --ndjson are two formats: pick one")
     if (json or ndjson) and (svg or html):
         raise ConfigError("--svg and --html save the terminal view; they do not go with --json")
+    from attn_cli.output import check_writable
+
+    for path in (svg, html):
+        if path is not None:
+            check_writable(path)
 
 
 def _capture(opts: ModelOptions, text, file, errors, allow_special, layers, heads,
              stages=False, repeat: int | None = None):
     from attn_cli import capture
 
-    model, encoding, name = build(opts)
     if repeat is None:
-        source = _read(text, file, errors)
+        source = _read(text, file, errors)  # before the model: an empty pipe is found at once
+        model, encoding, name = build(opts)
         return _run(model, encoding, name, opts, source, allow_special, layers, heads, stages)
+    model, encoding, name = build(opts)
     from attn_cli.tokenize import repeated_random
 
     if repeat < 1 or text is not None or file is not None:
@@ -285,12 +315,17 @@ def _terminal(command: str, make, no_color: bool, svg, html, *, precision: int =
     from attn_cli import output
     from attn_cli.render import LABEL_WIDTH, View
 
-    console = output.make_console(no_color, record=bool(svg or html))
+    import dataclasses
+
+    console = output.make_console(no_color, record=False)
     if full:  # numbers at any width: let the table be as wide as it needs, not the terminal
         console.width = max(console.width, LABEL_WIDTH + 4 + n * (precision + 8))
     view = View(precision=precision, top_k=top_k, dims=_dims(dims),
                 color=output.uses_color(console), width=console.width, full=full)
-    output.show(console, make(view), svg, html, f"attn {command}")
+    # a saved picture always has the colours; reuse what was printed when it had them too
+    console.record = bool(svg or html) and view.color and not safe.ASCII
+    output.show(console, make(view), svg, html, f"attn {command}",
+                saved=lambda: make(dataclasses.replace(view, color=True)))
 
 
 # ------------------------------------------------------------------ commands
@@ -323,10 +358,10 @@ def inspect(
     seed: Seed = None, causal: Causal = None, model: ModelPath = None,
     truncate: Truncate = False, device: Device = "cpu",
     layer: LayerList = None, head: HeadList = None, top_k: TopK = 3,
-    reduce: Annotated[Optional[str], typer.Option(
+    reduce: Annotated[Optional[str], _view(
         "--reduce", help="mean or max over the heads shown: one matrix per layer (one for the "
                          "whole model with --reduce-layers).")] = None,
-    reduce_layers: Annotated[bool, typer.Option(
+    reduce_layers: Annotated[bool, _view(
         "--reduce-layers", help="With --reduce: also over layers.")] = False,
     precision: Precision = 2, dims: Dims = "8", json: Json = False, ndjson: NDJson = False,
     no_color: NoColor = False, full: Full = False, svg: Svg = None, html: Html = None,
@@ -370,11 +405,11 @@ def heads(
     layers: Layers = None, heads: Heads = None, d_model: DModel = None, d_ff: DFF = None,
     seed: Seed = None, causal: Causal = None, model: ModelPath = None,
     truncate: Truncate = False, device: Device = "cpu",
-    layer: Annotated[int, typer.Option("--layer", help="The layer whose heads to show.")] = 0,
-    pattern: Annotated[Optional[str], typer.Option(
+    layer: Annotated[int, _view("--layer", help="The layer whose heads to show.")] = 0,
+    pattern: Annotated[Optional[str], _view(
         "--pattern", help="Rank every head of every layer by one score: previous-token, self, "
                           "first-token, duplicate-token or induction.")] = None,
-    repeat: Annotated[Optional[int], typer.Option(
+    repeat: Annotated[Optional[int], _input(
         "--repeat", help="Use N random tokens repeated twice as the input (the standard "
                          "induction-head probe).")] = None,
     precision: Precision = 2, json: Json = False, ndjson: NDJson = False,
@@ -413,9 +448,9 @@ def steps(
     layers: Layers = None, heads: Heads = None, d_model: DModel = None, d_ff: DFF = None,
     seed: Seed = None, causal: Causal = None, model: ModelPath = None,
     truncate: Truncate = False, device: Device = "cpu",
-    layer: Annotated[int, typer.Option("--layer", help="Layer of the head.")] = 0,
-    head: Annotated[int, typer.Option("--head", help="The head to take apart.")] = 0,
-    query: Annotated[Optional[int], typer.Option(
+    layer: Annotated[int, _view("--layer", help="Layer of the head.")] = 0,
+    head: Annotated[int, _view("--head", help="The head to take apart.")] = 0,
+    query: Annotated[Optional[int], _view(
         "--query", help="Zoom on one query token: its attention and its output vector.")] = None,
     precision: Precision = 2, dims: Dims = "8", json: Json = False, ndjson: NDJson = False,
     no_color: NoColor = False, full: Full = False, svg: Svg = None, html: Html = None,
@@ -531,10 +566,10 @@ def _side(base: ModelOptions, flag: str, spec: str, source: str, allow_special, 
 @handle_errors
 def compare(
     text: Text = None, file: File = None, errors: Errors = "strict",
-    a: Annotated[str, typer.Option(
+    a: Annotated[str, _model(
         "--a", help="Model options of side A, in quotes: --seed, --layers, --heads, --d-model, "
                     "--d-ff, --causal/--bidirectional, --encoding, --model.")] = "",
-    b: Annotated[str, typer.Option("--b", help="Model options of side B, likewise.")] = "",
+    b: Annotated[str, _model("--b", help="Model options of side B, likewise.")] = "",
     encoding: Encoding = None, allow_special: AllowSpecial = False,
     layers: Layers = None, heads: Heads = None, d_model: DModel = None, d_ff: DFF = None,
     seed: Seed = None, causal: Causal = None, model: ModelPath = None,
@@ -578,7 +613,7 @@ def compare(
 @handle_errors
 def plot(
     text: Text = None, file: File = None, errors: Errors = "strict",
-    output: Annotated[Path, typer.Option(
+    output: Annotated[Path, _output(
         "-o", "--output", help="The picture to write: .png, .svg or .pdf.",
         show_default=False)] = ...,
     encoding: Encoding = None, allow_special: AllowSpecial = False,
@@ -586,8 +621,8 @@ def plot(
     seed: Seed = None, causal: Causal = None, model: ModelPath = None,
     truncate: Truncate = False, device: Device = "cpu",
     layer: LayerList = None, head: HeadList = None,
-    dpi: Annotated[int, typer.Option("--dpi", help="Pixels per inch (PNG).", min=20,
-                                     max=600)] = 100,
+    dpi: Annotated[int, _output("--dpi", help="Pixels per inch (PNG).", min=20,
+                                max=600)] = 100,
 ) -> None:
     """A grid of per-head heat maps (layers × heads, tokens on both axes) saved as a picture;
     needs the optional extra: pip install 'attn-cli[plot]'."""
@@ -619,7 +654,7 @@ def tokens(
 
     _check_formats(json, ndjson, svg, html)
     source = _read(text, file, errors)
-    name = encoding or "o200k_base"
+    name = "o200k_base" if encoding is None else encoding
     toks = tokenize(source, get_encoding(name), allow_special)
     if json:
         output.write_json(tokens_view.tokens_doc(source, name, toks))
@@ -718,12 +753,54 @@ def _given(args: list[str], exc) -> str:
     return f", got {value!r}"
 
 
+def _sane_environment() -> None:
+    """COLUMNS or LINES that is 0, negative or not a number is ignored (rich would print
+    nothing at width 0): the terminal's own size is used, or 80 columns."""
+    for name in ("COLUMNS", "LINES"):
+        value = os.environ.get(name)
+        if value is not None and not (value.strip().isdigit() and int(value) > 0):
+            del os.environ[name]
+
+
+def _standard_streams() -> None:
+    """A closed stdout (`attn … >&-`) fails as a write; an ASCII-only one gets stand-ins."""
+    from attn_cli.output import ClosedStream
+
+    if sys.stdout is None:
+        sys.stdout = ClosedStream()
+    # rich ends a closed pipe with exit 1 (--help | head); attn ends it quietly with 0
+    Console.on_broken_pipe = _on_broken_pipe
+    if not safe.can_show(sys.stdout):
+        safe.ASCII = True
+        sys.stdout = safe.AsciiStream(sys.stdout)
+    if sys.stderr is not None and not safe.can_show(sys.stderr):
+        sys.stderr = safe.AsciiStream(sys.stderr)
+
+
+def _on_broken_pipe(console: Console) -> None:
+    console.quiet = True
+    raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
+def _write_failed(exc: OSError) -> int:
+    """Help, version or the last flush could not be written to stdout: say so, once."""
+    from attn_cli.errors import WriteError
+    from attn_cli.output import STDOUT, quiet_stdout
+
+    quiet_stdout()
+    error = WriteError.from_os(STDOUT, exc)
+    _say(f"error: {error}")
+    return error.exit_code
+
+
 def main() -> None:
     """The console script: like app(), but every usage error is one line and exit 2."""
     args = sys.argv[1:]
     if "--debug" in args:  # accepted anywhere on the line, not only before the command
         args = [a for a in args if a != "--debug"]
         os.environ["ATTN_DEBUG"] = "1"
+    _sane_environment()
+    _standard_streams()
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="attn", standalone_mode=False)
@@ -733,23 +810,33 @@ def main() -> None:
         hint = f" (see 'attn {exc.ctx.info_name} --help')" if exc.ctx and \
             exc.ctx.info_name != "attn" else " (see 'attn --help')"
         given = _given(args, exc)
-        stderr.print(f"error: {exc.format_message()}{given}{hint}")
+        _say(f"error: {exc.format_message()}{given}{hint}")
         code = 2
     except typer.Exit as exc:
         code = exc.exit_code
     except typer.Abort:
-        stderr.print("error: interrupted")
+        _say("error: interrupted")
         code = 130
     except KeyboardInterrupt:
-        stderr.print("error: interrupted")
+        _say("error: interrupted")
         code = 130
     except BrokenPipeError:
+        _quiet_stdout()
+        code = 0
+    except OSError as exc:  # the help or the version could not be written (a command
+        code = _write_failed(exc)  # reports its own write errors)
+    except SystemExit:  # typer ends a closed pipe during --help with exit 1
+        if type(sys.stdout).__name__ != "PacifyFlushWrapper":
+            raise
         _quiet_stdout()
         code = 0
     try:
         sys.stdout.flush()
     except (BrokenPipeError, ValueError):
         _quiet_stdout()
+    except OSError as exc:
+        failed = _write_failed(exc)
+        code = code or failed
     sys.exit(code if isinstance(code, int) else 0)
 
 

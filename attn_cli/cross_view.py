@@ -58,8 +58,8 @@ def header(cap: CrossCapture, command: str = "cross") -> Text:
 
 def strips(cap: CrossCapture) -> list[RenderableType]:
     start = cap.target_tokens[0]
-    return [Text.assemble(("source  ", "bold"), token_strip(cap.source_tokens)),
-            Text.assemble(("target  ", "bold"), token_strip(cap.target_tokens)),
+    return [token_strip(cap.source_tokens, prefix="source  "),
+            token_strip(cap.target_tokens, prefix="target  "),
             Text(f"the decoder reads its start token '{start.display}' (id {start.id}) first, "
                  f"then the target", style="dim")]
 

@@ -1,17 +1,34 @@
-"""Writing results: one JSON document, NDJSON records, or one rich renderable. Light: no torch,
-no NumPy import (orjson serialises NumPy arrays it is handed without importing NumPy here)."""
+"""Writing results: one JSON document, NDJSON records, or one rich renderable; and saved files.
+Light: no torch, no NumPy import (orjson serialises NumPy arrays it is handed without importing
+NumPy here).
+
+Every write that fails is the user's to hear about in one line (SPEC §4): standard output that
+is full or closed, a saved file whose folder is missing or whose disk is full, all become
+`WriteError` (`cannot write PATH: REASON`). A closed pipe (`attn … | head`) is not a failure:
+BrokenPipeError passes through for the CLI to end quietly. Saved files are written to a
+temporary file in the same folder and renamed over the target, so a failed write leaves no
+half file (and an old file stays as it was).
+"""
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import sys
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
 from rich.console import Console, RenderableType
 
+from attn_cli import safe
+from attn_cli.errors import WriteError
+
 _JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
+STDOUT = "standard output"
 
 
 def _contiguous(obj):
@@ -30,25 +47,95 @@ def dumps(doc) -> bytes:
     return orjson.dumps(doc, default=_contiguous, option=_JSON_OPTS | orjson.OPT_APPEND_NEWLINE)
 
 
+# ---------------------------------------------------------------- standard output
+
+@contextmanager
+def writing_stdout():
+    """Turn a failed write to standard output into WriteError (a closed pipe passes through)."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        quiet_stdout()  # what is still buffered must not fail again when Python exits
+        raise WriteError.from_os(STDOUT, exc) from None
+
+
+def quiet_stdout() -> None:
+    """Point file descriptor 1 at /dev/null: after a closed pipe or a failed write, whatever is
+    still buffered goes nowhere instead of failing again (with a traceback) at exit."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    except OSError:
+        pass
+
+
+class ClosedStream:
+    """Stands in for sys.stdout when file descriptor 1 was closed (`attn … >&-`, where Python
+    sets sys.stdout to None): every write fails as writing to a closed descriptor does."""
+
+    encoding = "utf-8"
+    errors = "strict"
+    closed = False
+
+    def write(self, data) -> int:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    def flush(self) -> None:  # nothing is ever buffered
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    @property
+    def buffer(self):
+        return self
+
+
 def write_json(doc) -> None:
-    out = sys.stdout.buffer
-    out.write(dumps(doc))
-    out.flush()
+    with writing_stdout():
+        out = sys.stdout.buffer
+        out.write(dumps(doc))
+        out.flush()
 
 
 def write_ndjson(header: dict, records: Iterable[dict]) -> None:
     """The header fields on the first line, then one record per line, written as made."""
-    out = sys.stdout.buffer
-    out.write(dumps(header))
-    for record in records:
-        out.write(dumps(record))
-    out.flush()
+    with writing_stdout():
+        out = sys.stdout.buffer
+        out.write(dumps(header))
+        for record in records:
+            out.write(dumps(record))
+        out.flush()
+
+
+def terminal_width() -> int | None:
+    """COLUMNS when it is a positive number; else None if it is unset (rich then asks the
+    terminal), else the terminal's own width or 80 (COLUMNS=0, -5 or 'wide' is ignored)."""
+    value = os.environ.get("COLUMNS")
+    if value is None:
+        return None
+    if value.strip().isdigit() and int(value) > 0:
+        return int(value)
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+    except (AttributeError, OSError, ValueError):
+        return 80
 
 
 def make_console(no_color: bool, record: bool) -> Console:
     no_color = no_color or "NO_COLOR" in os.environ
     return Console(file=sys.stdout, no_color=no_color, highlight=False, record=record,
-                   soft_wrap=False, emoji=False, markup=False)
+                   soft_wrap=False, emoji=False, markup=False, width=terminal_width())
 
 
 def uses_color(console: Console) -> bool:
@@ -56,9 +143,107 @@ def uses_color(console: Console) -> bool:
 
 
 def show(console: Console, renderable: RenderableType, svg: Path | None, html: Path | None,
-         title: str) -> None:
-    console.print(renderable)
+         title: str, saved: Callable[[], RenderableType] | None = None) -> None:
+    """Print `renderable` once; save it as SVG/HTML if asked. The saved picture always has the
+    heat colours, also when stdout is a pipe or --no-color: `saved()` makes the coloured
+    renderable when the printed one is not (by default the same one is drawn again)."""
+    with writing_stdout():
+        console.print(renderable)
+    if svg is None and html is None:
+        return
+    if console.record:  # it was printed in colour: save exactly that
+        recorder = console
+    else:
+        recorder = Console(file=_Discard(), record=True, force_terminal=True,
+                           color_system="truecolor", width=console.width, highlight=False,
+                           soft_wrap=False, emoji=False, markup=False)
+        ascii_mode, safe.ASCII = safe.ASCII, False  # the file is UTF-8 whatever stdout is
+        try:
+            recorder.print(saved() if saved is not None else renderable)
+        finally:
+            safe.ASCII = ascii_mode
     if svg is not None:
-        console.save_svg(str(svg), title=title, clear=False)
+        write_file(svg, recorder.export_svg(title=title, clear=False))
     if html is not None:
-        console.save_html(str(html), clear=False)
+        write_file(html, recorder.export_html(clear=False))
+
+
+class _Discard:
+    """A text file that keeps nothing (the recorder's output is only exported)."""
+
+    encoding = "utf-8"
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True
+
+
+# ---------------------------------------------------------------- saved files
+
+def check_writable(path: Path) -> None:
+    """Raise WriteError now, before any work, if `path` can clearly not be written: its
+    folder is missing or not a folder, it is a folder itself, or it may not be written."""
+    p = Path(path)
+    if p.is_dir():
+        raise WriteError.of(p, "EISDIR", "give a file name inside the folder")
+    folder = p.parent
+    if not folder.exists():
+        raise WriteError.of(p, "ENOENT", f"the folder {folder} does not exist")
+    if not folder.is_dir():
+        raise WriteError.of(p, "ENOTDIR", f"{folder} is not a folder")
+    if p.exists():
+        if not os.access(p, os.W_OK):
+            raise WriteError.of(p, "EACCES")
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        raise WriteError.of(p, "EACCES", f"the folder {folder} is not writable")
+
+
+def write_file(path: Path, data: str | bytes) -> None:
+    """Write `data` to `path` atomically: a temporary file in the same folder, then renamed
+    over it. A device, FIFO or socket (/dev/stdout, a named pipe) is written as it is."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    target = os.path.realpath(path)  # a link is followed, not replaced by a file
+    try:
+        info = os.stat(target)
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        raise WriteError.from_os(path, exc) from None
+    try:
+        if info is not None and stat.S_ISDIR(info.st_mode):
+            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if info is not None and not stat.S_ISREG(info.st_mode):
+            with open(target, "wb") as f:
+                f.write(data)
+            return
+        _replace(target, data, None if info is None else stat.S_IMODE(info.st_mode))
+    except OSError as exc:
+        raise WriteError.from_os(path, exc) from None
+
+
+def _replace(target: str, data: bytes, mode: int | None) -> None:
+    folder, name = os.path.split(target)
+    fd, tmp = tempfile.mkstemp(dir=folder or ".", prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is None:  # a new file gets the usual permissions, not mkstemp's 0600
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import os
 import textwrap
 import warnings
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attn_cli import analysis
+from attn_cli import analysis, output
 from attn_cli.capture import Capture
 from attn_cli.errors import ConfigError
 
@@ -186,10 +185,7 @@ def save(cap: Capture, path: Path, dpi: int = 100) -> None:
     out = io.BytesIO()
     with _style(), _quiet():
         fig.savefig(out, format=fmt, dpi=dpi, metadata=FORMATS[fmt])
-    try:
-        path.write_bytes(out.getvalue())
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+    output.write_file(path, out.getvalue())  # atomic; a failed write is a WriteError
 
 
 def check_path(path: Path) -> str:
@@ -210,10 +206,4 @@ def _format(path: Path) -> str:
 
 
 def _check_target(path: Path) -> None:
-    folder = path.parent
-    if not folder.is_dir():
-        raise ConfigError(f"cannot write {path}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise ConfigError(f"cannot write {path}: the folder {folder} is not writable")
-    if path.is_dir():
-        raise ConfigError(f"cannot write {path}: it is a folder")
+    output.check_writable(path)  # the same checks and words as --svg and --html

@@ -12,6 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 from rich import box
+from rich.cells import cell_len
 from rich.columns import Columns
 from rich.console import Group, RenderableType
 from rich.measure import Measurement
@@ -20,7 +21,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from attn_cli import analysis
+from attn_cli import analysis, safe
 from attn_cli.capture import Capture, HeadCapture
 from attn_cli.tokenize import Token
 from attn_cli.tokens_view import SCHEMA_VERSION
@@ -93,50 +94,78 @@ def _cell_rgb(value: float, scale: str, span: float) -> tuple[int, int, int]:
 
 # ---------------------------------------------------------------- matrices
 
+def token_text(token: Token) -> str:
+    """A token's visible text, safe for the terminal (SPEC §4: escapes for control, format
+    and bidi characters that tokenize.visible leaves as they are)."""
+    return safe.terminal(token.display)
+
+
 def _label(token: Token, width: int = LABEL_WIDTH) -> str:
-    text = f"{token.index} {token.display}"
+    text = f"{token.index} {token_text(token)}"
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _fmt(value: float, precision: int) -> str:
     if math.isinf(value):
-        return "−∞" if value < 0 else "∞"
+        return safe.fmt_inf(value < 0)
     text = f"{value:.{precision}f}"
     return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
-def numeric_width(T: int, sample: np.ndarray, precision: int) -> int:
-    cell = max(len(_fmt(float(v), precision)) for v in (sample.max(), sample.min(), 0.0)) + 1
-    return LABEL_WIDTH + 2 + T * (cell + 1)
+def _compact(text: str, precision: int) -> str:
+    """A formatted number without its leading zero (.61, -.55); 1 for one that rounds to 1."""
+    if text.startswith("0."):
+        return text[1:]
+    if text.startswith("-0."):
+        return "-" + text[2:]
+    if precision and text == "1." + "0" * precision:
+        return "1"
+    return text
+
+
+def _fmt_rows(values: np.ndarray, precision: int, compact: bool) -> list[list[str]]:
+    """Every value as _fmt (or _compact) writes it; fast enough for a 300 × 300 --full."""
+    spec = f"{{:.{precision}f}}".format
+    negative_zero = spec(-0.0)
+    fixes = {"inf": safe.fmt_inf(False), "-inf": safe.fmt_inf(True), negative_zero: spec(0.0)}
+    rows = []
+    for row in values.tolist():
+        texts = [spec(v) for v in row]
+        texts = [fixes.get(t, t) if t[0] in "-i" else t for t in texts]
+        if compact:
+            texts = [_compact(t, precision) for t in texts]
+        rows.append(texts)
+    return rows
 
 
 def matrix(values: np.ndarray, rows: list[str], cols: list[str], view: View, *,
            scale: str = "weights", masked: np.ndarray | None = None,
            title: str | None = None) -> RenderableType:
-    """A numeric table with heat-coloured cells, or a compact heat map if it is too wide."""
+    """A numeric table with heat-coloured cells; when that is wider than the terminal, the
+    same numbers closer together, then without their leading zeros (.61, 1 for 1.00); when
+    even that is too wide, a compact heat map."""
     finite = values[np.isfinite(values)]
     span = float(np.abs(finite).max()) if finite.size else 0.0
-    sample = finite if finite.size else np.zeros(1)
-    if not view.full and numeric_width(values.shape[1], sample, view.precision) > view.width:
+    label_width = max((cell_len(r) for r in rows), default=0)
+    fits = None
+    tries = ((False, 3), (False, 1), (True, 1))
+    if not view.full and label_width + 2 * values.shape[1] > view.width:
+        tries = ()  # not even one character and a space per column: no need to format them
+    for compact, gap in tries:
+        texts = _fmt_rows(values, view.precision, compact)
+        widths = [max(len(c), *map(len, column)) for c, column in zip(cols, zip(*texts))]
+        if view.full or label_width + sum(widths) + gap * len(widths) <= view.width:
+            fits = texts, widths, gap
+            break
+    if fits is None:
         return heat_map(values, rows, view, scale=scale, masked=masked, title=title)
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
-                  title_justify="left", show_edge=False)
-    table.add_column("", no_wrap=True, style="bold")
-    for c in cols:
-        table.add_column(c, justify="right", no_wrap=True, overflow="ellipsis")
-    for i, label in enumerate(rows):
-        cells = []
-        for j in range(values.shape[1]):
-            v = float(values[i, j])
-            if masked is not None and masked[i, j]:
-                cells.append(Text("·", style="dim"))
-            elif math.isinf(v):
-                cells.append(Text(_fmt(v, view.precision), style="dim"))
-            else:
-                cells.append(Text(_fmt(v, view.precision),
-                                  style=_style(_cell_rgb(v, scale, span), view.color)))
-        table.add_row(label, *cells)
-    return table
+    texts, widths, gap = fits
+    dim = ~np.isfinite(values)
+    grid = _NumberGrid(rows, cols, texts, widths, gap,
+                       styles=_cell_styles(values, scale, span) if view.color else None,
+                       dim=dim.tolist() if dim.any() else None,
+                       masked=masked.tolist() if masked is not None else None)
+    return Group(Text(title, style="italic"), grid) if title else grid
 
 
 _SHADES = " ░▒▓█"
@@ -150,12 +179,21 @@ class Cells:
 
     def __init__(self) -> None:
         self.lines: list[list[Segment]] = [[]]
+        self.widths: list[int] = [0]
 
     def add(self, text: str, style: Style | str | None = None) -> None:
-        self.lines[-1].append(Segment(text, style or None))
+        """Append a run; one with the same style as the run before it joins that run (a
+        numeric row without colours is one segment, not one per cell)."""
+        line, style = self.lines[-1], style or None
+        if line and line[-1].style == style:
+            line[-1] = Segment(line[-1].text + text, style)
+        else:
+            line.append(Segment(text, style))
+        self.widths[-1] += cell_len(text)
 
     def newline(self) -> None:
         self.lines.append([])
+        self.widths.append(0)
 
     def __rich_console__(self, console, options):
         for line in self.lines:
@@ -163,8 +201,72 @@ class Cells:
             yield Segment.line()
 
     def __rich_measure__(self, console, options) -> Measurement:
-        width = max((sum(seg.cell_length for seg in line) for line in self.lines), default=0)
+        width = max(self.widths, default=0)
         return Measurement(width, width)
+
+
+class _NumberGrid(Cells):
+    """A numeric table as rich Segments: what rich's Table draws with SIMPLE_HEAD, without its
+    cost per cell (a 300-token --full matrix has 90,000 cells). `styles[i][j]` colours a
+    cell (None: plain); `dim[i][j]` shows it dimmed, as · if `masked`."""
+
+    def __init__(self, rows: list[str], cols: list[str], texts: list[list[str]],
+                 widths: list[int], gap: int, styles=None, dim=None, masked=None,
+                 corner: str = "") -> None:
+        super().__init__()
+        label_width = max(map(cell_len, [corner] + rows))
+        width = label_width + sum(widths) + gap * len(widths)
+        header = [Segment(corner + " " * (label_width - cell_len(corner)),
+                          _BOLD if corner else None)]
+        for c, w in zip(cols, widths):
+            header += [Segment(" " * gap), Segment(c.rjust(w), _BOLD)]
+        lines = [header, [Segment("─" * width)]]
+        pad = [gap + w for w in widths]
+        plain = [None] * len(widths)
+        for i, label in enumerate(rows):
+            line = [Segment(label + " " * (label_width - cell_len(label)), _BOLD)]
+            run, run_style = [], None  # cells of one style, joined into one segment
+            row_styles = styles[i] if styles is not None else plain
+            row_dim = dim[i] if dim is not None else plain
+            row_masked = masked[i] if masked is not None else plain
+            for text, p, w, style, dimmed, hide in zip(texts[i], pad, widths, row_styles,
+                                                       row_dim, row_masked):
+                if dimmed or hide:
+                    style, cell = _DIM, ("·" if hide else text).rjust(p)
+                elif style is not None:  # a coloured cell; the gap before it stays plain
+                    if run_style is not None and run:
+                        line.append(Segment("".join(run), run_style))
+                        run = []
+                    run.append(" " * gap)
+                    line.append(Segment("".join(run), None))
+                    line.append(Segment(text.rjust(w), style))
+                    run, run_style = [], None
+                    continue
+                else:
+                    cell = text.rjust(p)
+                if style is not run_style and run:
+                    line.append(Segment("".join(run), run_style))
+                    run = []
+                run_style = style
+                run.append(cell)
+            if run:
+                line.append(Segment("".join(run), run_style))
+            lines.append(line)
+        self.lines = lines
+        self.widths = [width] * len(lines)
+
+
+def _cell_styles(values: np.ndarray, scale: str, span: float) -> list[list[Style | None]]:
+    """The heat colour of every finite cell (others: None)."""
+    if scale == "weights":  # the ramp has 256 levels: look each cell's level up
+        palette = [_rgb_style(*_ramp_q(level)) for level in range(256)]
+        with np.errstate(invalid="ignore"):
+            levels = np.rint(np.clip(np.nan_to_num(values.astype(np.float64), nan=0.0,
+                                                   posinf=1.0, neginf=0.0), 0.0, 1.0) * 255)
+        levels = levels.astype(np.int64)
+        return [[palette[lv] for lv in row] for row in levels.tolist()]
+    return [[_rgb_style(*_cell_rgb(v, scale, span)) if math.isfinite(v) else None
+             for v in row] for row in values.tolist()]
 
 
 def heat_map(values: np.ndarray, rows: list[str], view: View, *, scale: str = "weights",
@@ -234,13 +336,14 @@ def describe(c, d_head: bool = True) -> str:
     if c.kv_heads != c.n_heads:
         sizes += f", {c.kv_heads} key/value heads"
     model = f"seeded model (seed {c.seed}): {sizes}" if c.source == "seeded" \
-        else f"{c.source} ({c.family}): {sizes}"
+        else f"{safe.terminal(str(c.source))} ({c.family}): {sizes}"
     return f"{model}, {'causal' if c.causal else 'bidirectional'}"
 
 
 def header(cap: Capture, command: str) -> Text:
     return Text.assemble(("attn " + command, "bold"), f" · {describe(cap.config)} · ",
-                         (cap.encoding, "cyan"), f" · {len(cap.tokens)} tokens")
+                         (safe.terminal(cap.encoding), "cyan"),
+                         f" · {plural(len(cap.tokens), 'token')}")
 
 
 def _opt(value: float | None, precision: int) -> str:
@@ -251,14 +354,37 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def token_strip(tokens: list[Token]) -> Text:
-    text = Text()
-    for t in tokens:
-        if t.index:
-            text.append("  ")
-        text.append(str(t.index), style="dim")
-        text.append(" " + t.display)
-    return text
+def token_strip(tokens: list[Token], prefix: str = "") -> RenderableType:
+    return TokenStrip([(str(t.index), token_text(t)) for t in tokens], prefix)
+
+
+class TokenStrip:
+    """'0 The  1 ␣cat  2 ␣sat', wrapped between tokens: an index stays with its token."""
+
+    def __init__(self, items: list[tuple[str, str]], prefix: str = "") -> None:
+        self.items, self.prefix = items, prefix  # prefix: a bold label before the first line
+
+    def __rich_console__(self, console, options):
+        width = options.max_width
+        line, used = Text(self.prefix, style="bold"), len(self.prefix)
+        start = used
+        for index, token in self.items:
+            size = len(index) + 1 + cell_len(token)
+            if used > start and used + 2 + size > width:
+                yield line
+                line, used = Text(" " * start), start
+            if used > start:
+                line.append("  ")
+                used += 2
+            line.append(index, style="dim")
+            line.append(" " + token)
+            used += size
+        yield line
+
+    def __rich_measure__(self, console, options) -> Measurement:
+        sizes = [len(i) + 1 + cell_len(t) for i, t in self.items] or [0]
+        start = len(self.prefix)
+        return Measurement(start + max(sizes), start + sum(sizes) + 2 * (len(sizes) - 1))
 
 
 def weights_matrix(cap: Capture, h: HeadCapture, view: View, title: str) -> RenderableType:
@@ -277,31 +403,50 @@ def top_lines(cap: Capture, h: HeadCapture, view: View) -> Text:
         for n, a in enumerate(keys):
             if n:
                 text.append("  ")
-            text.append(cap.tokens[a.index].display)
+            text.append(token_text(cap.tokens[a.index]))
             text.append(f" {a.weight:.{view.precision}f}", style="cyan")
         text.append("\n")
     text.rstrip()
     return text
 
 
-def embeddings_table(cap: Capture, view: View) -> Table:
+def _columns_that_fit(widths: list[int], used: int, width: int, gap: int = 3) -> int:
+    """How many columns of these widths fit beside `used` characters within `width`, `gap`
+    characters apart: whole columns are left out, never cut."""
+    n = 0
+    for w in widths:
+        used += gap + w
+        if used > width:
+            break
+        n += 1
+    return n
+
+
+def embeddings_table(cap: Capture, view: View) -> RenderableType:
     d = cap.embeddings.shape[1]
-    shown = d if view.dims is None else min(view.dims, d)
+    asked = d if view.dims is None else min(view.dims, d)
+    labels = [_label(t) for t in cap.tokens]
+    norms = np.linalg.norm(cap.embeddings.astype(np.float64), axis=1)
+    values = np.column_stack([norms, cap.embeddings[:, :asked]])
+    texts = _fmt_rows(values, view.precision, compact=False)
+    cols = ["‖v‖"] + [str(j) for j in range(asked)]
+    widths = [max(len(c), *map(len, column)) for c, column in zip(cols, zip(*texts))]
+    used = max(map(cell_len, ["token"] + labels))
+    gap = 3  # as rich draws a table; 2 if that fits more dims
+    shown = asked if view.full else _columns_that_fit(widths, used, view.width, gap) - 1
+    if shown < asked:
+        gap = 2
+        shown = max(_columns_that_fit(widths, used, view.width, gap) - 1, 0)
     what = "LN_f of the last block's output" if cap.config.final_norm else \
         "the last block's output"
     title = f"Contextual embeddings: {what} ({shown} of {d} dims"
-    title += ")" if shown == d else "; --dims all for every one)"
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
-                  pad_edge=False)
-    table.add_column("token", no_wrap=True, style="bold")
-    table.add_column("‖v‖", justify="right")
-    for j in range(shown):
-        table.add_column(str(j), justify="right")
-    norms = np.linalg.norm(cap.embeddings.astype(np.float64), axis=1)
-    for t, vec, norm in zip(cap.tokens, cap.embeddings, norms):
-        table.add_row(_label(t), _fmt(norm, view.precision),
-                      *(_fmt(float(x), view.precision) for x in vec[:shown]))
-    return table
+    if shown < asked:
+        title += f": as many as fit in {view.width} columns; --json has every one)"
+    else:
+        title += ")" if shown == d else "; --dims all for every one)"
+    grid = _NumberGrid(labels, cols[:shown + 1], [row[:shown + 1] for row in texts],
+                       widths[:shown + 1], gap, corner="token")
+    return Group(Text(title, style="italic"), grid)
 
 
 def head_title(h: HeadCapture) -> str:
@@ -375,27 +520,34 @@ def ranking_table(cap: Capture, pattern: str, view: View) -> Table:
 
 def heads_view(cap: Capture, layer: int, view: View, pattern: str | None = None) -> Group:
     summaries = summarise(cap, layer)
-    table = Table(title=f"Layer {layer}: every head", title_justify="left",
-                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     cfg = cap.config
     grouped = cfg.kv_heads != cfg.n_heads  # grouped-query: say which K/V each head reads
-    for name, justify in (("head", "right"), ("kv", "right"), ("mean H", "right"),
-                          ("strongest pair", "left"), ("prev", "right"), ("self", "right"),
-                          ("first", "right"), ("dist", "right"), ("dup", "right"),
-                          ("ind", "right"), ("pattern", "left")):
-        if name != "kv" or grouped:
-            table.add_column(name, justify=justify, no_wrap=name != "strongest pair")
+    columns = tuple((name, justify) for name, justify in (
+        ("head", "right"), ("kv", "right"), ("mean H", "right"), ("strongest pair", "left"),
+        ("prev", "right"), ("self", "right"), ("first", "right"), ("dist", "right"),
+        ("dup", "right"), ("ind", "right"), ("pattern", "left")) if name != "kv" or grouped)
     p = view.precision
+    rows = []
     for s in summaries:
         st = s.strongest
-        pair = (f"{cap.tokens[st.query].display} → {cap.tokens[st.key].display} "
+        pair = (f"{token_text(cap.tokens[st.query])} → {token_text(cap.tokens[st.key])} "
                 f"{st.weight:.{p}f}")
         kv = [str(cfg.kv_group(s.head.head))] if grouped else []
-        table.add_row(str(s.head.head), *kv, _fmt(s.mean_entropy, p), pair,
-                      _fmt(s.scores.previous_token, p), _fmt(s.scores.self, p),
-                      _fmt(s.scores.first_token, p), _fmt(s.scores.mean_distance, p),
-                      _opt(s.scores.duplicate_token, p), _opt(s.scores.induction, p),
-                      s.pattern or "—")
+        rows.append((str(s.head.head), *kv, _fmt(s.mean_entropy, p), pair,
+                     _fmt(s.scores.previous_token, p), _fmt(s.scores.self, p),
+                     _fmt(s.scores.first_token, p), _fmt(s.scores.mean_distance, p),
+                     _opt(s.scores.duplicate_token, p), _opt(s.scores.induction, p),
+                     s.pattern or "—"))
+    # rich puts 3 characters between columns; 2 when that keeps each row on one line
+    natural = sum(max(cell_len(c) for c in col) for col in zip(*[[n for n, _ in columns]] + rows))
+    narrow = natural + 3 * (len(columns) - 1) > view.width
+    table = Table(title=f"Layer {layer}: every head", title_justify="left",
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  padding=(0, 0, 0, 1) if narrow else (0, 1))
+    for name, justify in columns:
+        table.add_column(name, justify=justify, no_wrap=name != "strongest pair")
+    for row in rows:
+        table.add_row(*row)
     kv_note = (f"kv: the key/value head it reads ({cfg.kv_heads} shared by {cfg.n_heads} "
                f"heads) · ") if grouped else ""
     legend = Text(kv_note + "mean H: mean row entropy (nats) · prev / self / first: mean "
@@ -540,10 +692,17 @@ def steps_view(cap: Capture, h: HeadCapture, view: View, query: int | None) -> G
 
 def vectors(values: np.ndarray, rows: list[str], view: View) -> RenderableType:
     d = values.shape[1]
-    shown = d if view.dims is None else min(view.dims, d)
+    asked = d if view.dims is None else min(view.dims, d)
+    widths = [max(len(str(j)), *(len(_fmt(x, view.precision)) for x in values[:, j].tolist()))
+              for j in range(asked)]
+    shown = asked if view.full else \
+        _columns_that_fit(widths, max(map(cell_len, rows), default=0), view.width)
     cols = [str(j) for j in range(shown)]
     table = matrix(values[:, :shown], rows, cols, View(
         precision=view.precision, color=view.color, width=10**6, full=True), scale="signed")
+    if shown < asked:
+        return Group(table, Text(f"first {shown} of {d} dims, as many as fit in {view.width} "
+                                 f"columns; --json has every one", style="dim"))
     if shown == d:
         return table
     return Group(table, Text(f"first {shown} of {d} dims; --dims all for every one",
@@ -554,13 +713,13 @@ def query_lines(cap: Capture, h: HeadCapture, query: int, view: View) -> list[Re
     tok = cap.tokens[query]
     p = view.precision
     w = h.weights[query]
-    out = [Text.assemble(("Query ", "bold"), (f"{query} '{tok.display}'", "bold cyan"),
+    out = [Text.assemble(("Query ", "bold"), (f"{query} '{token_text(tok)}'", "bold cyan"),
                          " asks; the keys answer:")]
     visible = np.flatnonzero(cap.allowed(h.layer)[query])
     order = visible[np.argsort(-w[visible], kind="stable")]
     for j in order:
         bar = "█" * int(round(float(w[j]) * 30))
-        out.append(Text.assemble(f"  Attention to '{cap.tokens[j].display}': ",
+        out.append(Text.assemble(f"  Attention to '{token_text(cap.tokens[j])}': ",
                                  (f"{w[j]:.{p}f}", "cyan"), "  ", (bar, "green")))
     z = h.stages["output"][query]
     out.append(Text(f"Its contextual vector from this head, Σ_j A[{query}, j]·V[j] "
@@ -657,8 +816,8 @@ def model_view(doc: dict) -> Group:
     info.add_column(style="bold")
     info.add_column()
     for key, value in cfg.items():
-        info.add_row(key, str(value))
-    info.add_row("encoding", doc["encoding"])
+        info.add_row(key, safe.terminal(str(value)))
+    info.add_row("encoding", safe.terminal(doc["encoding"]))
     info.add_row("parameters", f"{doc['parameters']:,}")
     if "token_embeddings" in doc:
         info.add_row("token embeddings", doc["token_embeddings"])
@@ -668,7 +827,7 @@ def model_view(doc: dict) -> Group:
     shapes.add_column("shape", justify="right")
     shapes.add_column("count", justify="right")
     for w in doc["weights"]:
-        shapes.add_row(w["name"], " × ".join(map(str, w["shape"])),
+        shapes.add_row(safe.terminal(w["name"]), " × ".join(map(str, w["shape"])),
                        f"{math.prod(w['shape']):,}")
     return Group(Text("attn model", style="bold"), info, Text(), shapes)
 
@@ -756,13 +915,14 @@ def compare_view(a: Side, b: Side, diffs: list[HeadDiff], view: View) -> Group:
     p = view.precision
     same = a.cap.encoding == b.cap.encoding
     lines = [Text.assemble(("attn compare", "bold"), " · ",
-                           (a.cap.encoding if same else "two encodings", "cyan"),
+                           (safe.terminal(a.cap.encoding) if same else "two encodings", "cyan"),
                            f" · {T} tokens")]
     for side in (a, b):
-        line = Text.assemble((f"  {side.name}", "bold"), f" ({side.options or 'shared options'}"
+        line = Text.assemble((f"  {side.name}", "bold"),
+                             f" ({safe.terminal(side.options) or 'shared options'}"
                              f"): {describe(side.cap.config, d_head=False)}")
         if not same:
-            line.append(f" · {side.cap.encoding}", style="cyan")
+            line.append(f" · {safe.terminal(side.cap.encoding)}", style="cyan")
         lines.append(line)
     table = Table(title="Per head: TV_i = ½·Σ_j |A[i, j] − B[i, j]| for each query i",
                   title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from rich import box
 from rich.table import Table
 
+from attn_cli import safe
 from attn_cli.tokenize import Token
 
 SCHEMA_VERSION = 1
@@ -18,7 +19,7 @@ def tokens_table(tokens: list[Token]) -> Table:
     table.add_column("token", no_wrap=True)
     table.add_column("bytes", justify="right")
     for t in tokens:
-        table.add_row(str(t.index), str(t.id), t.display, str(len(t.raw)))
+        table.add_row(str(t.index), str(t.id), safe.terminal(t.display), str(len(t.raw)))
     return table
 
 
@@ -32,5 +33,5 @@ def encodings_table(rows: list[tuple[str, str]]) -> Table:
     table.add_column("encoding")
     table.add_column("offline")
     for name, status in rows:
-        table.add_row(name, status)
+        table.add_row(safe.terminal(name), status)
     return table

@@ -566,8 +566,17 @@ def test_file(tmp_path):
     assert ok_json("inspect", "--file", path, *SMALL)["text"] == "Ünïcödé from a file\n"
 
 
+@pytest.fixture
+def terminal_stdin(monkeypatch):
+    """No text typed at a terminal. (CliRunner's stdin is an empty pipe, which SPEC §4 makes
+    empty input, an error; tests/test_faults_io.py runs the real cases in subprocesses.)"""
+    from attn_cli import inputs
+
+    monkeypatch.setattr(inputs, "_isatty", lambda stream: True)
+
+
 @pytest.mark.parametrize("command", ["tokens", "inspect", "heads", "steps"])
-def test_default_sentence(command):
+def test_default_sentence(command, terminal_stdin):
     result = ok(command, "--json")
     doc = parse(result.stdout)  # stdout is only the JSON
     assert doc["text"] == DEFAULT_TEXT
@@ -580,7 +589,7 @@ def test_default_sentence_matches_sample_texts():
         == DEFAULT_TEXT == "The cat sat on the mat because it was tired."
 
 
-def test_default_sentence_table_view():
+def test_default_sentence_table_view(terminal_stdin):
     result = ok("heads", "--layer", "0")
     assert "default sentence" in result.stderr
     assert "␣cat" in result.stdout
@@ -672,9 +681,13 @@ def test_inspect_table_shows_top_k_and_embeddings():
     out = ok("inspect", SENTENCE, *SMALL, "--layer", "0", "--head", "0", "--dims", "4").stdout
     assert "top 3" in out
     assert "embeddings" in out.lower()
+    # 32 dims do not fit in 120 columns: whole columns are left out, with a note, never cut
     out_all = ok("inspect", SENTENCE, *SMALL, "--layer", "0", "--head", "0",
                  "--dims", "all").stdout
-    assert "(32 of 32 dims)" in out_all or "32 of 32" in out_all
+    assert "as many as fit in 120 columns" in out_all and "…" not in out_all
+    out_all = ok("inspect", SENTENCE, *SMALL, "--layer", "0", "--head", "0",
+                 "--dims", "all", "--full").stdout
+    assert "(32 of 32 dims)" in out_all
 
 
 def test_steps_and_heads_tables():

@@ -286,7 +286,7 @@ def test_inputs_from_files_and_stdin(tmp_path):
 @pytest.mark.parametrize("args, words", [
     (["", TARGET], ["the source is empty"]),
     ([SOURCE, "   "], ["the target is empty"]),
-    (["-", TARGET], ["the source is empty"]),
+    (["-", TARGET], ["the source: standard input is empty"]),
     ([SOURCE, TARGET, "--kind", "self"], ["--kind 'self'", "encoder, decoder or cross"]),
     ([SOURCE, TARGET, "--query", "9"], ["--query 9 is out of range", "0 is the start token"]),
     ([SOURCE, TARGET, "--query", "1", "--kind", "encoder"], ["--kind decoder"]),

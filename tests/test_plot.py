@@ -18,7 +18,7 @@ from attn_cli import capture, plot
 from attn_cli import models as model
 from attn_cli.capture import Capture, HeadCapture
 from attn_cli.models.config import ModelConfig
-from attn_cli.errors import ConfigError
+from attn_cli.errors import ConfigError, WriteError
 from attn_cli.tokenize import Token, get_encoding, tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,13 +203,14 @@ def test_an_unknown_or_missing_suffix_is_a_config_error(causal, tmp_path, name):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_unwritable_target_is_a_config_error(causal, tmp_path):
+def test_an_unwritable_target_is_a_write_error(causal, tmp_path):
     missing = tmp_path / "nope" / "heads.png"
-    with pytest.raises(ConfigError, match="nope"):
+    with pytest.raises(WriteError, match="nope") as info:
         plot.save(causal, missing)
+    assert info.value.exit_code == 2  # the user can fix it
     assert not missing.parent.exists()
     (tmp_path / "dir.png").mkdir()
-    with pytest.raises(ConfigError, match="folder"):
+    with pytest.raises(WriteError, match="folder"):
         plot.save(causal, tmp_path / "dir.png")
 
 
@@ -246,7 +247,7 @@ def test_without_matplotlib_require_says_how_to_install_it():
         import sys
         sys.modules["matplotlib"] = None
         from attn_cli import plot
-        from attn_cli.errors import ConfigError
+        from attn_cli.errors import ConfigError, WriteError
         for call in (plot.require, lambda: plot.figure(None), lambda: plot.save(None, None)):
             try:
                 call()
