@@ -499,5 +499,7 @@ def build(cfg: ModelConfig, tensors: dict[str, torch.Tensor]) -> transformer.Tra
     """
     with torch.device("meta"):
         model = transformer.Transformer(cfg)
+        if "lm_head.weight" in tensors:  # an untied LM head, where the family found one
+            model.lm_head = torch.nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
     model.load_state_dict(tensors, strict=True, assign=True)
     return model
