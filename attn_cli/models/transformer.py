@@ -328,7 +328,7 @@ class Transformer(nn.Module):
             x = x + self.wpe(torch.arange(start, start + T, device=self.device)
                              + cfg.position_offset)
         elif cfg.positions == "sinusoidal":
-            x = x + sinusoidal_positions(start + T, cfg.d_model)[start:].to(self.device)
+            x = x + sinusoidal_rows(start, T, cfg.d_model).to(self.device)
         if self.ln_emb is not None:
             x = self.ln_emb(x)
         return x
@@ -379,6 +379,17 @@ def sinusoidal_positions(T: int, d_model: int) -> torch.Tensor:
     pe[:, 1::2] = torch.cos(pos * inv)[:, : d_model // 2]
     return pe.float()
 
+
+
+def sinusoidal_rows(start: int, T: int, d_model: int) -> torch.Tensor:
+    """Rows start … start+T−1 of sinusoidal_positions, computed alone (the same elementwise
+    float64 operations, so the same bits): a cached step needs only its own position."""
+    pos = torch.arange(start, start + T, dtype=torch.float64)[:, None]
+    inv = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+    pe = torch.zeros(T, d_model, dtype=torch.float64)
+    pe[:, 0::2] = torch.sin(pos * inv)
+    pe[:, 1::2] = torch.cos(pos * inv)[:, : d_model // 2]
+    return pe.float()
 
 def parameter_count(model: Transformer) -> int:
     return sum(p.numel() for p in model.parameters())
