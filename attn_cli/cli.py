@@ -793,9 +793,11 @@ def generate(
         console.print(gv.generate_title(net.cfg, name, len(tokens), sampling))
         live = gv.LiveText(console, console.is_terminal, precision)
         live.start(tokens)
-        for step in run:
-            live.add(step)
-        live.end()
+        try:
+            for step in run:
+                live.add(step)
+        finally:  # Ctrl-C or an error mid-line: end the line before anything else is said
+            live.end()
         console.print()
         console.print(gv.summary(tokens, run.steps, run.stop, sampling, view))
     if run.stop == "end_of_text":

@@ -26,10 +26,8 @@ position's row over every earlier token.
 from __future__ import annotations
 
 import math
-import os
-from collections import deque
+from contextlib import contextmanager
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,6 +127,22 @@ class Gumbel:
         return -torch.log(-torch.log(u))
 
 
+@contextmanager
+def _one_cpu_thread(device: torch.device):
+    """The seeded head's scan is a hundred small products and reductions: on the CPU they are
+    fastest in one thread (torch's thread pool costs more than it gives on blocks this size,
+    and on a busy machine its spinning threads slow each op tenfold)."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class LMHead:
     """logits = LN_f(h) · Wᵀ, with W the checkpoint's LM head, its token embedding (tied), or
     the seeded model's hashed token embedding."""
@@ -174,27 +188,23 @@ class LMHead:
         rows = max(64, SEEDED_ELEMENTS // cfg.d_model)  # ~1 MB of hashes: stays in cache
         starts = list(range(0, self.vocab, rows))
 
-        def make(start: int) -> np.ndarray:
-            return seeded_embedding_rows(start, min(start + rows, self.vocab), cfg.seed,
-                                         cfg.d_model)
-
-        workers = max(1, min(4, os.cpu_count() or 1))
-        with ThreadPoolExecutor(workers) as pool:  # NumPy releases the GIL: blocks overlap
-            pending = deque()
-            for start in starts:
-                pending.append((start, pool.submit(make, start)))
-                if len(pending) > workers:  # a bounded look-ahead: a few blocks at a time
-                    first, future = pending.popleft()
-                    yield first, torch.from_numpy(future.result()).to(self.device)
-            while pending:
-                first, future = pending.popleft()
-                yield first, torch.from_numpy(future.result()).to(self.device)
+        for start in starts:  # made here, one block at a time (worker threads would fight
+            # torch's own for the cores: the small products below slow down tenfold)
+            block = seeded_embedding_rows(start, min(start + rows, self.vocab), cfg.seed,
+                                          cfg.d_model)
+            yield start, torch.from_numpy(block).to(self.device)
 
     @torch.inference_mode()
     def scan(self, h: torch.Tensor, k: int, gumbel: Gumbel | None = None,
              temperature: float = 1.0) -> Scan:
         """One pass over the vocabulary for the rows of h (T, d_model): the top-k logits, the
         log-sum-exp, and with `gumbel` (one row only) a draw from softmax(logits / T)."""
+        if self.weight is None:
+            with _one_cpu_thread(self.device):
+                return self._scan(h, k, gumbel, temperature)
+        return self._scan(h, k, gumbel, temperature)
+
+    def _scan(self, h: torch.Tensor, k: int, gumbel: Gumbel | None, temperature: float) -> Scan:
         h = h.to(self.device, torch.float32)
         T = h.shape[0]
         k = min(k, self.vocab)

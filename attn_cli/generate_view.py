@@ -190,21 +190,23 @@ STRIP = 32  # heat-strip cells at most: the latest earlier tokens
 
 
 def heat_strip(weights: np.ndarray, tokens: list[Token], view: View) -> Text:
-    """One cell per earlier token (the latest STRIP of them), heat-coloured (shades without
-    colour), then the three it attended to most."""
+    """One cell per earlier token (the latest STRIP of them), shaded relative to the row's
+    largest weight (colour, or ░▒▓█ without), then the three it attended to most."""
     text = Text()
     start = max(0, len(weights) - STRIP)
     if start:
         text.append("…", style="dim")
+    top = float(weights.max()) if len(weights) else 0.0
     for w in weights[start:]:
-        w = float(w)
+        level = float(w) / top if top > 0 else 0.0
         if view.color:
-            text.append(" ", style=_rgb_style(*_ramp(w)))
+            text.append(" ", style=_rgb_style(*_ramp(level)))
         else:
-            text.append(_SHADES[min(int(w * (len(_SHADES) - 1) + 0.5), 4)])
+            text.append(_SHADES[min(int(level * (len(_SHADES) - 1) + 0.5), 4)])
     order = np.argsort(-weights.astype(np.float64), kind="stable")[:3]
     for n, j in enumerate(order):
         text.append("  " if n == 0 else " · ")
+        text.append(f"#{j} ", style="dim")
         text.append(_cut(shown(tokens[j].raw), 12))
         text.append(f" {_fmt(float(weights[j]), view.precision)}", style="cyan")
     return text
@@ -216,7 +218,8 @@ def summary(tokens: list[Token], steps, stop: str, sampling, view: View) -> Rend
     how = "greedy" if sampling.greedy else "sampled"
     parts: list[RenderableType] = [Text(
         f"Generated {plural(len(steps), 'token')} ({how}); stopped at {STOPS[stop]}. Under each: "
-        f"the attention of the query that predicted it, over every earlier token", style="bold")]
+        f"the attention of the query that predicted it over every earlier token (strip shaded "
+        f"relative to its largest weight; #i: the token's index)", style="bold")]
     every = list(tokens)
     for step in steps:
         line = Text()
