@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from attn_cli.errors import ConfigError, InputError
 
 SEEDED_ELEMENTS = 2**17  # entries of the seeded model's virtual token table made at a time
-LOGIT_FLOATS = 2**24  # at most this many logits in one block (T positions × rows)
+LOGIT_FLOATS = 2**22  # at most this many logits in one block (T positions × rows), 16 MB
 
 
 # ---------------------------------------------------------------- the vocabulary's tokens
