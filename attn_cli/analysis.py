@@ -48,26 +48,35 @@ def top_k(weights: np.ndarray, k: int, causal: bool, window: int | None = None
     """For each query, the k keys with the largest weights (ties: lower index first).
 
     Masked keys are never listed, so early queries of a causal head list fewer than k.
+    Vectorised over every row of a block: a partition finds each row's k-th largest value,
+    every key at or above it is a candidate, and one lexsort orders the candidates by row,
+    weight (descending) and index, so ties at the boundary are settled by index.
     """
     T = weights.shape[0]
-    k = min(k, T)
-    out = []
+    k = min(k, weights.shape[1])
+    out: list[list[Attended]] = []
     for start in range(0, T, _BLOCK):
         w = weights[start:start + _BLOCK].astype(np.float64)
+        n_rows, n_cols = w.shape
         if causal or window is not None:  # masked keys rank below every visible one
-            i = np.arange(w.shape[0])[:, None] + start
-            j = np.arange(T)[None, :]
-            hidden = (i < j) if causal else np.zeros((1, T), dtype=bool)
+            i = np.arange(n_rows)[:, None] + start
+            j = np.arange(n_cols)[None, :]
+            hidden = (i < j) if causal else np.zeros((1, n_cols), dtype=bool)
             if window is not None:
                 hidden = hidden | (i - j >= window)
             w[hidden] = -1.0
-        # the k-th largest value of each row; every key at or above it is a candidate, so
-        # ties at the boundary are settled by index below, not by the partition
-        kth = -np.partition(-w, k - 1, axis=1)[:, k - 1]
-        for row, threshold in zip(w, kth):
-            keys = np.flatnonzero((row >= threshold) & (row >= 0))
-            order = keys[np.argsort(-row[keys], kind="stable")][:k]
-            out.append([Attended(int(j), float(row[j])) for j in order])
+        kth = -np.partition(-w, k - 1, axis=1)[:, k - 1:k]
+        rows, cols = np.nonzero((w >= kth) & (w >= 0))
+        vals = w[rows, cols]
+        order = np.lexsort((cols, -vals, rows))
+        rows, cols, vals = rows[order], cols[order], vals[order]
+        first = np.searchsorted(rows, np.arange(n_rows))
+        keep = (np.arange(len(rows)) - first[rows]) < k
+        rows, cols, vals = rows[keep], cols[keep].tolist(), vals[keep].tolist()
+        bounds = np.searchsorted(rows, np.arange(n_rows + 1)).tolist()
+        for r in range(n_rows):
+            a, b = bounds[r], bounds[r + 1]
+            out.append([Attended(c, v) for c, v in zip(cols[a:b], vals[a:b])])
     return out
 
 

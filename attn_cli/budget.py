@@ -73,19 +73,21 @@ def available() -> int:
 
 
 def parameters(cfg) -> int:
-    """The number of weights a ModelConfig describes (without building it)."""
+    """The number of weights a ModelConfig describes, exactly (without building it)."""
     d, hs, nh, kvh, ff = cfg.d_model, cfg.d_head, cfg.n_heads, cfg.kv_heads, cfg.d_ff
     norm = d * (1 if cfg.norm == "rmsnorm" else 2)
-    per_layer = (d * (nh + 2 * kvh) * hs + nh * hs * d  # Q, K, V, output
-                 + d * ff * (2 if cfg.gated_mlp else 1) + ff * d  # MLP
-                 + 2 * norm + (nh + 2 * kvh) * hs + d + 2 * ff + d)  # norms, biases (at most)
-    total = cfg.n_layers * per_layer + norm * 2
+    qkv = (nh + 2 * kvh) * hs
+    fc = ff * (2 if cfg.gated_mlp else 1)
+    per_layer = (d * qkv + qkv * cfg.qkv_bias  # Q, K, V
+                 + nh * hs * d + d * cfg.out_bias  # output projection
+                 + d * fc + fc * cfg.mlp_bias + ff * d + d * cfg.mlp_bias  # MLP
+                 + 2 * norm)
+    total = cfg.n_layers * per_layer + norm * (cfg.final_norm + cfg.embed_norm)
     if cfg.vocab_size:
         total += cfg.vocab_size * d
     if cfg.positions == "learned" and cfg.n_positions:
         total += (cfg.n_positions + cfg.position_offset) * d
-    total += cfg.token_types * d
-    return total
+    return total + cfg.token_types * d
 
 
 def _refuse(what: str, need: int, have: int, way_out: str) -> ConfigError:
@@ -104,12 +106,13 @@ def check_weights(cfg, stored_bytes: int | None = None, device: str = "cpu") -> 
     if need > have:
         what = (f"the model in {cfg.source} ({cfg.n_layers} layers, d_model {cfg.d_model})"
                 if cfg.source != "seeded" else
-                f"a seeded model of {cfg.n_layers} layers × d_model {cfg.d_model}, d_ff {cfg.d_ff}")
+                f"a seeded model of {cfg.n_layers} layers × d_model {cfg.d_model}, "
+                f"d_ff {cfg.d_ff}")
         raise _refuse(what, need, have, "choose smaller --layers, --d-model or --d-ff"
                       if cfg.source == "seeded" else "use a smaller model")
 
 
-def run_bytes(cfg, T: int, kept_heads: int, stages: bool) -> int:
+def run_bytes(cfg, T: int, kept_heads: int, stages: bool = False) -> int:
     """The peak of one forward pass that keeps `kept_heads` heads' matrices."""
     weights = parameters(cfg) * FLOAT
     per_matrix = T * T * FLOAT

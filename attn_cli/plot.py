@@ -147,8 +147,8 @@ def figure(cap: Capture, title: str | None = None) -> Figure:
         for h in cap.heads:
             row, col = layers.index(h.layer), heads.index(h.head)
             ax = fig.add_subplot(grid[row, col])
-            image = ax.imshow(np.ma.masked_array(h.weights, mask=~cap.allowed(h.layer)), cmap=cmap, vmin=0.0,
-                              vmax=1.0, **smoothing)
+            shown = np.ma.masked_array(h.weights, mask=~cap.allowed(h.layer))
+            image = ax.imshow(shown, cmap=cmap, vmin=0.0, vmax=1.0, **smoothing)
             ax.set_title(f"L{h.layer} H{h.head}", fontsize=9)
             _label_axes(ax, ticks, [labels[i] for i in ticks],
                         left=col == 0, bottom=row == len(layers) - 1, every=lay.every_panel)

@@ -398,7 +398,8 @@ def heads_view(cap: Capture, layer: int, view: View, pattern: str | None = None)
                       s.pattern or "—")
     kv_note = (f"kv: the key/value head it reads ({cfg.kv_heads} shared by {cfg.n_heads} "
                f"heads) · ") if grouped else ""
-    legend = Text(kv_note + "mean H: mean row entropy (nats) · prev / self / first: mean weight on the "
+    legend = Text(kv_note + "mean H: mean row entropy (nats) · prev / self / first: mean "
+                  "weight on the "
                   "previous / same / first token · dist: mean |query − key| · dup / ind: "
                   "duplicate-token / induction scores (— when no token repeats; try --repeat) "
                   "· numbers for one head: attn inspect --layer L --head H, or --json",
@@ -523,9 +524,8 @@ def steps_view(cap: Capture, h: HeadCapture, view: View, query: int | None) -> G
                               "output"), start=1):
         values = stages[name]
         shape = f"({values.shape[0]} × {values.shape[1]})"
-        parts.append(Text.assemble((f"{n}. ", "bold"), (stage_note(name, cap, d_head, h.layer, h.head),
-                                                          "bold"),
-                                   "  ", (shape, "cyan")))
+        note = stage_note(name, cap, d_head, h.layer, h.head)
+        parts.append(Text.assemble((f"{n}. ", "bold"), (note, "bold"), "  ", (shape, "cyan")))
         if name in ("scores", "scaled", "masked", "weights"):
             parts.append(matrix(values, rows, key_cols, view,
                                 scale="weights" if name == "weights" else "signed",

@@ -1,10 +1,15 @@
-"""Text to tokens with tiktoken: bundled encodings, tiktoken's own cache, checkpoint files.
+"""Text to tokens: one `Tokenizer` interface over tiktoken encodings and checkpoint tokenizers.
 
 The rank files of o200k_base, cl100k_base and r50k_base (which gpt2 shares) ship inside the
 package, gzipped, and are checked against the sha256 that tiktoken itself pins, so `attn`
 tokenizes with no network. Any other tiktoken encoding goes through tiktoken's cache and
 download, and fails with a clear error when that cannot work. Tokenization is tiktoken's own;
 only the loading is ours (a faster parse of the same rank file).
+
+`get_tokenizer(name)` wraps a tiktoken encoding in the `Tokenizer` interface; a checkpoint's
+own tokenizer (tokenizer.json, or vocab.json + merges.txt) comes from `hf_tokenizer.load`
+behind the same interface, special tokens (BOS, [CLS]/[SEP], <s>/</s>) included. `tokenize`
+and `from_ids` take either a `Tokenizer` or a bare `tiktoken.Encoding` (the older API).
 
 This module never imports torch.
 """
@@ -19,6 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Iterable, Sequence
 
 import tiktoken
 
@@ -88,6 +94,7 @@ class Token:
     index: int
     id: int
     raw: bytes
+    special: bool = False  # a special token (BOS, [CLS], <|endoftext|> under --allow-special…)
 
     @property
     def text(self) -> str:
@@ -99,7 +106,79 @@ class Token:
         return visible(self.raw)
 
     def to_dict(self) -> dict:
-        return {"index": self.index, "id": self.id, "text": self.text, "bytes": self.raw.hex()}
+        doc = {"index": self.index, "id": self.id, "text": self.text, "bytes": self.raw.hex()}
+        if self.special:
+            doc["special"] = True
+        return doc
+
+
+class Tokenizer:
+    """What every command needs from a tokenizer, whatever reads it.
+
+    `encode` returns the tokens a model sees, the special tokens its post-processor adds (BOS,
+    [CLS] … [SEP], <s> … </s>) included and marked `special`. Special-token text in the input
+    is ordinary text unless `allow_special`. Subclasses set the attributes and implement
+    `encode`, `token_bytes` and `ordinary_ids`.
+    """
+
+    name: str                       # what the header shows as the encoding
+    n_vocab: int                    # the number of ids: the largest id + 1
+    special_ids: frozenset = frozenset()
+    bos_id: int | None = None
+    eos_id: int | None = None
+    pad_id: int | None = None
+
+    def encode(self, text: str, allow_special: bool = False) -> list[Token]:
+        raise NotImplementedError
+
+    def token_bytes(self, id: int) -> bytes:
+        raise NotImplementedError
+
+    def ordinary_ids(self) -> Sequence[int]:
+        """Every id that is not a special token, ascending (for random probe tokens)."""
+        raise NotImplementedError
+
+    @property
+    def max_token_value(self) -> int:
+        return self.n_vocab - 1
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """The text of these ids; bytes that are not whole UTF-8 characters become U+FFFD."""
+        return b"".join(self.token_bytes(i) for i in ids).decode("utf-8", errors="replace")
+
+    def tokens(self, ids: Iterable[int]) -> list[Token]:
+        special = self.special_ids
+        return [Token(i, t, self.token_bytes(t), t in special) for i, t in enumerate(ids)]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}, {self.n_vocab} ids>"
+
+
+class TiktokenTokenizer(Tokenizer):
+    """A tiktoken encoding behind the Tokenizer interface: no BOS, tiktoken's ids unchanged."""
+
+    def __init__(self, encoding: tiktoken.Encoding):
+        self.encoding = encoding
+        self.name = encoding.name
+        self.n_vocab = encoding.n_vocab
+        specials = encoding._special_tokens
+        self.special_ids = frozenset(specials.values())
+        self.eos_id = specials.get(ENDOFTEXT)
+        self._ordinary = None
+
+    def encode(self, text: str, allow_special: bool = False) -> list[Token]:
+        return tokenize(text, self.encoding, allow_special)
+
+    def token_bytes(self, id: int) -> bytes:
+        try:
+            return self.encoding.decode_single_token_bytes(id)
+        except KeyError:
+            raise EncodingError(f"token id {id} is not in the {self.name} encoding") from None
+
+    def ordinary_ids(self) -> Sequence[int]:
+        if self._ordinary is None:
+            self._ordinary = sorted(self.encoding._mergeable_ranks.values())
+        return self._ordinary
 
 
 _VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
@@ -165,17 +244,23 @@ def get_encoding(name: str) -> tiktoken.Encoding:
         ) from None
 
 
-def encoding_from_files(vocab_json: Path, merges_txt: Path) -> tiktoken.Encoding:
-    """The gpt2 encoding built from a checkpoint's own vocab.json and merges.txt."""
-    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+@lru_cache(maxsize=None)
+def get_tokenizer(name: str) -> Tokenizer:
+    """The tiktoken encoding `name` behind the Tokenizer interface (cached, like get_encoding)."""
+    return TiktokenTokenizer(get_encoding(name))
 
-    try:
-        ranks = data_gym_to_mergeable_bpe_ranks(str(merges_txt), str(vocab_json))
-    except Exception as exc:
-        raise EncodingError(
-            f"could not build a tokenizer from {vocab_json.name} and {merges_txt.name} in "
-            f"{vocab_json.parent}: {type(exc).__name__} (they must be GPT-2 BPE files)"
-        ) from None
+
+def encoding_from_files(vocab_json: Path, merges_txt: Path) -> tiktoken.Encoding:
+    """The gpt2 encoding built from a checkpoint's own vocab.json and merges.txt.
+
+    The files are read here, byte for byte, every call: nothing goes through tiktoken's file
+    loaders or its shared cache (whose key is the path as typed, so a second folder with the
+    same relative path, or an edited merges.txt, would get the first file's ranks back).
+    `hf_tokenizer.load(folder)` is the full reader (tokenizer.json, specials, templates).
+    """
+    from attn_cli import hf_tokenizer
+
+    ranks = hf_tokenizer.gpt2_ranks(vocab_json, merges_txt)
     return tiktoken.Encoding(
         name="gpt2", pat_str=R50K_PAT, mergeable_ranks=ranks, special_tokens={ENDOFTEXT: len(ranks)}
     )
@@ -197,20 +282,33 @@ def availability(name: str) -> str:
     return "cached" if os.path.exists(os.path.join(cache_dir, key)) else "needs network"
 
 
-def tokenize(text: str, encoding: tiktoken.Encoding, allow_special: bool = False) -> list[Token]:
+def tokenize(text: str, encoding: tiktoken.Encoding | Tokenizer,
+             allow_special: bool = False) -> list[Token]:
+    """Text to tokens with a Tokenizer, or with a bare tiktoken encoding (tiktoken's ids)."""
+    if isinstance(encoding, Tokenizer):
+        return encoding.encode(text, allow_special)
     ids = encoding.encode(text, allowed_special="all") if allow_special \
         else encoding.encode_ordinary(text)
     return from_ids(ids, encoding)
 
 
-def from_ids(ids: list[int], encoding: tiktoken.Encoding) -> list[Token]:
-    return [Token(i, t, encoding.decode_single_token_bytes(t)) for i, t in enumerate(ids)]
+def from_ids(ids: list[int], encoding: tiktoken.Encoding | Tokenizer) -> list[Token]:
+    if isinstance(encoding, Tokenizer):
+        return encoding.tokens(ids)
+    special = frozenset(encoding._special_tokens.values())
+    return [Token(i, t, encoding.decode_single_token_bytes(t), t in special)
+            for i, t in enumerate(ids)]
 
 
-def repeated_random(n: int, seed: int, encoding: tiktoken.Encoding) -> list[Token]:
-    """The usual induction-head probe: n random ordinary tokens, then the same n again."""
+def repeated_random(n: int, seed: int, encoding: tiktoken.Encoding | Tokenizer) -> list[Token]:
+    """The usual induction-head probe: n random ordinary tokens, then the same n again.
+
+    Only ordinary ids are drawn: never a special token, never a gap in the id space.
+    """
     import random
 
+    tokenizer = encoding if isinstance(encoding, Tokenizer) else TiktokenTokenizer(encoding)
+    ordinary = tokenizer.ordinary_ids()
     rng = random.Random(seed)  # a local generator: no global state is touched
-    ids = [rng.randrange(encoding.n_vocab - len(encoding.special_tokens_set)) for _ in range(n)]
-    return from_ids(ids + ids, encoding)
+    ids = [ordinary[rng.randrange(len(ordinary))] for _ in range(n)]
+    return tokenizer.tokens(ids + ids)

@@ -145,3 +145,21 @@ def test_rollout_matches_a_direct_computation():
     np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-5)
     # order matters: later layers on the left
     assert not np.allclose(got, hats[0] @ hats[1] @ hats[2], atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vectorised_top_k_equals_a_plain_sort(seed):
+    """top_k against the definition, row by row: visible keys sorted by (−weight, index), the
+    first k — on matrices with many exact ties, windows and more rows than one block."""
+    rng = np.random.default_rng(seed)
+    T = [3, 17, 300, 600, 5, 40][seed]
+    w = rng.integers(0, 4, size=(T, T)).astype(np.float32) / 4  # ties everywhere
+    causal = seed % 2 == 0
+    window = [None, 3, 7, None, 2, 1][seed]
+    k = [1, 3, 5, 2, 8, 4][seed]
+    seen = analysis.allowed(T, causal, window)
+    got = analysis.top_k(w, k, causal, window)
+    for i in range(T):
+        keys = sorted((j for j in range(T) if seen[i, j]), key=lambda j: (-w[i, j], j))[:k]
+        assert [a.index for a in got[i]] == keys, (i, got[i], keys)
+        assert [a.weight for a in got[i]] == [float(w[i, j]) for j in keys]

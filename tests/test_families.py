@@ -188,7 +188,7 @@ def test_model_json_describes_each_family(built):
 
 @pytest.mark.parametrize("name", ["llama3-rope-mqa", "gpt_neo", "qwen2-window"])
 def test_steps_recomputed_from_json(built, name):
-    """scores = q·kᵀ of the rotated vectors; the family's own scale; −∞ outside the window."""
+    """scores = q·kᵀ of the rotated vectors; the family's own scale; −∞ outside a window."""
     from test_cli import ok_json
 
     folder, _ = built[name]

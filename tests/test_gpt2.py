@@ -387,7 +387,7 @@ def test_cache_follows_refs_main(checkpoints, tmp_path, clean_env, spec):
     root = fake_cache(checkpoints, tmp_path / "hub", "openai-community/gpt2", [a, b], ref=a)
     model, encoding = checkpoint.load(spec)
     assert model.cfg.source == str(root / "snapshots" / a)  # refs/main, not the newest
-    assert encoding.encode("hello world") == [31373, 995]
+    assert [t.id for t in encoding.encode("hello world")] == [31373, 995]
     reference = checkpoints["1x1x8"].model
     for (n1, p1), (n2, p2) in zip(model.named_parameters(), reference.named_parameters()):
         assert n1 == n2 and torch.equal(p1, p2)
@@ -557,7 +557,7 @@ def test_missing_tokenizer_file(checkpoints, tmp_path, file):
     folder = copy_of(checkpoints, tmp_path)
     (folder / file).unlink()
     message = load_error(folder)
-    assert f"no {file}" in message and "vocab.json and merges.txt" in message
+    assert "no tokenizer.json (or vocab.json + merges.txt)" in message
 
 
 def test_broken_tokenizer_file(checkpoints, tmp_path):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -76,6 +75,8 @@ _ALIASES = {
     "distilgpt2": "distilbert/distilgpt2",
 }
 _REPO_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_REVISION = re.compile(r"^[\w.-]+(/[\w.-]+)*$")  # a branch, tag or commit: main, v1.0, refs/pr/1
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 # --- where the checkpoint is ------------------------------------------------------------------
@@ -101,22 +102,73 @@ def _repo_ids(name: str) -> list[str]:
     return ids
 
 
-def _snapshot(repo: Path) -> Path | None:
-    """The snapshot refs/main points at, else the newest one under snapshots/."""
+def _snapshot(repo: Path, revision: str | None = None) -> tuple[Path | None, tuple | None]:
+    """(the snapshot to use, None), or (None, (an incomplete snapshot, what it lacks) or None).
+
+    With a revision: the snapshot of that commit, or the one refs/REVISION points at. Without:
+    the one refs/main points at, else the newest. A snapshot that lacks config.json or its
+    weights (a download that stopped half-way) is never used.
+    """
     snapshots = repo / "snapshots"
-    ref = repo / "refs" / "main"
-    if ref.is_file():
-        commit = ref.read_text(encoding="utf-8", errors="replace").strip()
-        if commit and (snapshots / commit).is_dir():
-            return snapshots / commit
-    if not snapshots.is_dir():
+    candidates = []
+    if revision is not None and _COMMIT.match(revision):
+        candidates.append(snapshots / revision)
+    else:
+        ref = repo / "refs" / (revision or "main")
+        if ref.is_file():
+            commit = ref.read_text(encoding="utf-8", errors="replace").strip()
+            if commit:
+                candidates.append(snapshots / commit)
+        if revision is None and snapshots.is_dir():
+            found = [p for p in snapshots.iterdir() if p.is_dir()]
+            candidates += sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+    incomplete = None
+    for snapshot in candidates:
+        if not snapshot.is_dir():
+            continue
+        missing = _missing(snapshot)
+        if missing is None:
+            return snapshot, None
+        incomplete = incomplete or (snapshot, missing)
+    return None, incomplete
+
+
+def _missing(folder: Path) -> str | None:
+    """What a cached snapshot lacks before it can be loaded: config.json, the weights, or a
+    shard its index names (None if nothing). `attn pull` fetches config.json first and the
+    weights last, so a pull that stopped half-way leaves a snapshot that this refuses."""
+    if not (folder / "config.json").is_file():
+        return "config.json"
+    if (folder / SAFETENSORS).is_file() or (folder / PYTORCH_BIN).is_file():
         return None
-    found = [p for p in snapshots.iterdir() if p.is_dir()]
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+    index = folder / SAFETENSORS_INDEX
+    if not index.is_file():
+        return f"{SAFETENSORS} or {PYTORCH_BIN}"
+    try:
+        shards = json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()
+    except Exception:  # WeightFiles says what is wrong with the index
+        return None
+    for shard in sorted({s for s in shards if isinstance(s, str)}):
+        if not (folder / shard).is_file():
+            return shard
+    return None
+
+
+def split_revision(spec: str) -> tuple[str, str | None]:
+    """`NAME@REVISION` -> (NAME, REVISION); `NAME` -> (NAME, None)."""
+    name, at, revision = spec.partition("@")
+    if not at:
+        return spec, None
+    if not _REVISION.match(revision) or any(p in (".", "..") for p in revision.split("/")):
+        raise ModelLoadError(
+            f"{spec!r} names the revision {revision!r}, which is not a branch, tag or commit: "
+            f"use NAME@main, NAME@v1.0 or NAME@<40-hex commit>")
+    return name, revision
 
 
 def resolve(spec: str) -> Path:
-    """A folder path as given, or a hub name found in the local Hugging Face cache."""
+    """A folder path as given, or a hub name (`NAME` or `NAME@REVISION`) found in the local
+    Hugging Face cache."""
     if not spec.strip():
         raise ModelLoadError("--model is empty: pass a checkpoint folder or a name such as gpt2")
     path = Path(spec).expanduser()
@@ -127,28 +179,38 @@ def resolve(spec: str) -> Path:
             f"--model {spec} is a file, not a folder: pass the checkpoint folder that holds "
             f"config.json, the weights, vocab.json and merges.txt ({path.parent})"
         )
-    if not _REPO_NAME.match(spec):
+    name, revision = spec, None
+    if _REPO_NAME.match(spec.partition("@")[0]):
+        name, revision = split_revision(spec)
+    if not _REPO_NAME.match(name):
         raise ModelLoadError(
             f"model folder {spec} does not exist: pass a folder with config.json, "
             f"model.safetensors, vocab.json and merges.txt, or a name such as gpt2 that is "
             f"in the local Hugging Face cache"
         )
     cache = hub_cache_dir()
-    looked = []
-    for repo_id in _repo_ids(spec):
+    looked, incomplete = [], None
+    for repo_id in _repo_ids(name):
         repo = cache / ("models--" + repo_id.replace("/", "--"))
         looked.append(str(repo))
-        snapshot = _snapshot(repo)
+        snapshot, partial = _snapshot(repo, revision)
         if snapshot is not None:
             return snapshot
-    download = _ALIASES.get(spec, spec)
+        incomplete = incomplete or partial
+    pull = f"attn pull {name}" + (f" --revision {revision}" if revision else "")
+    if incomplete is not None:
+        folder, missing = incomplete
+        raise ModelLoadError(
+            f"the cached copy of {spec} in {folder} is incomplete (no {missing}): a download "
+            f"stopped half-way; run `{pull}` to finish it")
+    download = _ALIASES.get(name, name)
+    what = f"revision {revision} of {name!r}" if revision else f"model {spec!r}"
     raise ModelLoadError(
-        f"model {spec!r} is neither a folder nor in the local Hugging Face cache (looked in "
-        f"{', '.join(looked)}): on a machine with network run `huggingface-cli download "
-        f"{download}` and copy its cache here (or set HF_HUB_CACHE to it), or pass a folder path"
+        f"{what} is neither a folder nor in the local Hugging Face cache (looked in "
+        f"{', '.join(looked)}): run `{pull}` (or, with no network here, `huggingface-cli "
+        f"download {download}` on a machine that has it and copy its cache here or set "
+        f"HF_HUB_CACHE to it), or pass a folder path"
     )
-
-
 
 
 # --- config.json --------------------------------------------------------------------------------
@@ -276,12 +338,13 @@ class WeightFiles:
             names = sorted(set(index["weight_map"].values()))
         except Exception as exc:
             raise _corrupt(path, exc) from None
-        inside = self.folder.resolve()
+        # By name, not by where a link leads: the hub cache links every file to ../../blobs/.
+        inside = Path(os.path.abspath(self.folder))
         shards = []
         for name in names:
             shard = (self.folder / str(name))
             if not isinstance(name, str) or Path(name).is_absolute() or \
-                    not shard.resolve().is_relative_to(inside):
+                    not Path(os.path.abspath(shard)).is_relative_to(inside):
                 raise ModelLoadError(
                     f"{path} names the shard {name!r}, which is outside {self.folder}: attn "
                     f"reads only files inside the checkpoint folder")
@@ -393,6 +456,17 @@ def _strip(key: str, prefixes: tuple[str, ...]) -> str:
     return key
 
 
+class _Stop(Exception):
+    """A dry run cannot go on: the shapes are too wrong to build even on the meta device."""
+
+
+def _meta(shape: tuple[int, ...]) -> torch.Tensor:
+    try:
+        return torch.empty(shape, device="meta")
+    except RuntimeError:  # sizes whose product overflows
+        raise _Stop from None
+
+
 class Weights:
     """What a family's `convert` reads: `get(name, shape)` checks the name and the shape (as
     stored) and returns the tensor in float32. A dry run checks every name and shape from the
@@ -407,7 +481,11 @@ class Weights:
     @classmethod
     def dry_run(cls, files: WeightFiles, family, cfg: ModelConfig) -> None:
         w = cls(files, family, cfg, dry=True)
-        family.convert(w, cfg)
+        try:
+            family.convert(w, cfg)
+        except (_Stop, RuntimeError):  # shapes too wrong to go on: report what was found
+            if not (w.missing or w.bad):
+                raise
         where = cfg.source
         if w.missing:
             more = f" (and {len(w.missing) - 1} more)" if len(w.missing) > 1 else ""
@@ -434,14 +512,14 @@ class Weights:
             name = alias
         if name not in self.names:
             self.missing.append(name)
-            return torch.empty(shape, device="meta")
+            return _meta(shape)
         key = self.names[name]
         found = self.files.shapes[key]
         if found != tuple(shape):
             self.bad.append((name, found, tuple(shape)))
-            return torch.empty(shape, device="meta")
+            raise _Stop
         if self.dry:
-            return torch.empty(shape, device="meta")
+            return _meta(shape)
         tensor = self.files.tensor(key)
         if not tensor.is_floating_point():
             raise ModelLoadError(
@@ -449,9 +527,10 @@ class Weights:
                 f"the weights file is not a {self.cfg.family} checkpoint"
             )
         tensor = tensor.to(torch.float32)
-        # a finite sum means every entry is finite (NaN and ±inf propagate); only a sum that
-        # is not (NaN/inf inside, or an overflow) needs the element-wise check: 20× cheaper
-        if not torch.isfinite(tensor.sum()) and not torch.isfinite(tensor).all():
+        # NaN and ±inf both reach the extremes (max and min propagate NaN): two reductions,
+        # no tensor-sized temporary
+        extremes = (tensor.amax(), tensor.amin()) if tensor.numel() else ()
+        if not all(torch.isfinite(x) for x in extremes):
             raise ModelLoadError(
                 f"tensor {name} in {self.cfg.source} holds NaN or infinite values: the "
                 f"checkpoint is corrupt (or was trained into a broken state); download or save "
@@ -462,34 +541,20 @@ class Weights:
 
 # --- tokenizer ------------------------------------------------------------------------------------
 
-# The sha256 that tiktoken pins for GPT-2's encoder.json / vocab.bpe: HF's vocab.json and
-# merges.txt are byte-identical to them, and then the bundled gpt2 ranks are the same table.
-_GPT2_VOCAB_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
-_GPT2_MERGES_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
-TOKENIZER_FILES = ("vocab.json", "merges.txt")
+TOKENIZER_FILES = ("vocab.json", "merges.txt")  # the GPT-2-style pair (or tokenizer.json)
 
 
 def load_tokenizer(folder: Path):
-    from attn_cli.tokenize import encoding_from_files, get_encoding
+    """The folder's own tokenizer (tokenizer.json, or vocab.json + merges.txt): see
+    hf_tokenizer. Its problems are the checkpoint's problems."""
+    from attn_cli import hf_tokenizer
 
-    missing = [name for name in TOKENIZER_FILES if not (folder / name).is_file()]
-    if missing:
-        raise ModelLoadError(
-            f"no {' or '.join(missing)} in {folder}: the checkpoint's GPT-2 tokenizer files "
-            f"(vocab.json and merges.txt) must sit beside config.json; copy them from the "
-            f"model it was trained with"
-        )
-    vocab, merges = folder / "vocab.json", folder / "merges.txt"
-    if _sha256(vocab) == _GPT2_VOCAB_SHA256 and _sha256(merges) == _GPT2_MERGES_SHA256:
-        return get_encoding("gpt2")  # the very same ranks, from the bundled file
     try:
-        return encoding_from_files(vocab, merges)
+        return hf_tokenizer.load(folder)
+    except ModelLoadError:
+        raise
     except AttnError as exc:
         raise ModelLoadError(str(exc)) from None
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # --- weights into the model -------------------------------------------------------------------

@@ -96,9 +96,10 @@ def activation(hf: HFConfig, key: str, default: str) -> str:
 def families() -> dict:
     """model_type -> family module."""
     from attn_cli.models.families import bert, gpt2, gpt_neo, llama, neox
+    from attn_cli.models.families import bart  # encoder–decoder: attn cross (config() refuses)
 
     out = {}
-    for module in (gpt2, gpt_neo, neox, llama, bert):
+    for module in (gpt2, gpt_neo, neox, llama, bert, bart):
         for name in module.NAMES:
             out[name] = module
     return out
