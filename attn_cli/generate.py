@@ -47,8 +47,10 @@ def token_bytes(encoding, token_id: int) -> bytes | None:
     """The bytes of a token id, or None for an id the tokenizer has no token for (a padded
     embedding table's spare rows)."""
     try:
-        return encoding.decode_single_token_bytes(int(token_id))
-    except Exception:  # tiktoken raises KeyError; other tokenizers their own kinds
+        if hasattr(encoding, "token_bytes"):  # a Tokenizer (tokenize.py)
+            return encoding.token_bytes(int(token_id))
+        return encoding.decode_single_token_bytes(int(token_id))  # a bare tiktoken encoding
+    except Exception:  # tiktoken raises KeyError, a Tokenizer EncodingError
         return None
 
 
@@ -286,7 +288,7 @@ class Step:
 
 def stop_ids(model, encoding) -> set[int]:
     """End-of-text ids: the checkpoint's eos_token_id (generation_config.json, else
-    config.json), else its tokenizer's <|endoftext|>. None for the seeded model, whose
+    config.json), else its tokenizer's end-of-text token. None for the seeded model, whose
     vocabulary has no special tokens."""
     cfg = model.cfg
     if cfg.source == "seeded":
@@ -303,6 +305,9 @@ def stop_ids(model, encoding) -> set[int]:
             return {eos}
         if isinstance(eos, list) and eos and all(isinstance(e, int) for e in eos):
             return set(eos)
+    eos = getattr(encoding, "eos_id", None)  # the checkpoint tokenizer's own
+    if isinstance(eos, int):
+        return {eos}
     try:
         return {encoding.encode_single_token("<|endoftext|>")}
     except Exception:

@@ -33,7 +33,7 @@ from attn_cli import generate as gen  # noqa: E402
 from attn_cli import models  # noqa: E402
 from attn_cli.models import checkpoint  # noqa: E402
 from attn_cli.models.config import ModelConfig  # noqa: E402
-from attn_cli.tokenize import get_encoding  # noqa: E402
+from attn_cli.tokenize import get_encoding, tokenize  # noqa: E402
 
 PROMPT = "The cat sat on the mat because it was tired."
 N = 8
@@ -204,7 +204,7 @@ def test_cached_rows_equal_a_full_pass(built, name):
         encoding = get_encoding("gpt2")
     else:
         model, encoding = checkpoint.load(str(built[name][0]))
-    prompt = encoding.encode_ordinary(PROMPT)
+    prompt = [t.id for t in tokenize(PROMPT, encoding)]
     worst = _cached_vs_full(model, prompt, 6, encoding)
     assert worst <= 1e-5, worst
     if name == "mistral-window":  # the window is shorter than the text: it was exercised
