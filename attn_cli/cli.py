@@ -81,8 +81,10 @@ Causal = Annotated[Optional[bool], _model(
     "--causal/--bidirectional", help="Mask future keys (GPT-style) or not (BERT-style) "
                                      "[default: causal].", show_default=False)]
 ModelPath = Annotated[Optional[str], _model(
-    "--model", help="GPT-2-family weights: a folder (config.json, model.safetensors, vocab.json, "
-                    "merges.txt) or a name in the local Hugging Face cache. Never downloads.")]
+    "--model", help="Real weights: a checkpoint folder (config.json, model.safetensors, the "
+                    "tokenizer files) of gpt2, gpt_neo, gpt_neox, llama, mistral, qwen2, bert or "
+                    "roberta, or a NAME[@REV] in the local Hugging Face cache (attn pull NAME "
+                    "puts it there). Never downloads.")]
 Truncate = Annotated[bool, _input(
     "--truncate", help="Cut input longer than the model's positions (with a warning).")]
 Device = Annotated[str, _model("--device", help="cpu, cuda or auto.")]
@@ -101,6 +103,9 @@ Full = Annotated[bool, _view(
     "--full", help="Numeric tables even when wider than the terminal.")]
 Svg = Annotated[Optional[Path], _output("--svg", help="Also save what is printed as SVG.")]
 Html = Annotated[Optional[Path], _output("--html", help="Also save what is printed as HTML.")]
+Predict = Annotated[Optional[int], _view(
+    "--predict", help="Also each position's K most likely next tokens, with probabilities (the "
+                      "model's LM head).", show_default=False)]
 
 
 # ------------------------------------------------------------------ errors
@@ -309,6 +314,35 @@ def _run(model, encoding, name, opts: ModelOptions, source: str, allow_special, 
     return capture.run(model, source, name, tokens, keep, stages=stages)
 
 
+def _capture_predict(opts: ModelOptions, text, file, errors, allow_special, layers, heads,
+                     k: int):
+    """_capture, and each position's top-k next tokens from the same forward pass."""
+    from attn_cli import generate as gen
+
+    if k < 1:
+        raise ConfigError(f"--predict must be at least 1, got {k}")
+    model, encoding, name = build(opts)
+    head = gen.LMHead(model, encoding)  # an encoder has none: said before the forward pass
+    cap = _run(model, encoding, name, opts, _read(text, file, errors), allow_special, layers,
+               heads)
+    return cap, gen.predict(head, cap.embeddings, k)
+
+
+def _with_predictions(doc: dict, cap, preds) -> dict:
+    if preds is not None:
+        from attn_cli.generate_view import predictions_records
+
+        doc["predictions"] = predictions_records(cap.tokens, preds)
+    return doc
+
+
+def _predicted_view(cap, preds):
+    from attn_cli import render
+    from attn_cli.generate_view import with_predictions
+
+    return lambda view: with_predictions(render.inspect_view(cap, view), cap.tokens, preds, view)
+
+
 def _terminal(command: str, make, no_color: bool, svg, html, *, precision: int = 2,
               top_k: int = 3, dims: str = "8", full: bool = False, n: int = 0) -> None:
     """Print `make(view)` once to stdout (and save it as SVG/HTML if asked)."""
@@ -365,6 +399,7 @@ def inspect(
         "--reduce-layers", help="With --reduce: also over layers.")] = False,
     precision: Precision = 2, dims: Dims = "8", json: Json = False, ndjson: NDJson = False,
     no_color: NoColor = False, full: Full = False, svg: Svg = None, html: Html = None,
+    predict: Predict = None,
 ) -> None:
     """Tokens, per-head attention (heat-coloured), top-k attended tokens, embeddings."""
     _check_formats(json, ndjson, svg, html)
@@ -375,20 +410,28 @@ def inspect(
     opts = ModelOptions(layers, heads, d_model, d_ff, seed, causal, encoding, model, device,
                         truncate)
     _dims(dims)
-    cap = _capture(opts, text, file, errors, allow_special, layer, head)
+    if predict is None:
+        cap, preds = _capture(opts, text, file, errors, allow_special, layer, head), None
+    else:
+        cap, preds = _capture_predict(opts, text, file, errors, allow_special, layer, head,
+                                      predict)
     from attn_cli import output, render
 
     if reduce:
         cap.heads = render.reduced_captures(cap, reduce, reduce_layers)
 
     if json:
-        output.write_json(render.inspect_doc(cap, top_k))
+        output.write_json(_with_predictions(render.inspect_doc(cap, top_k), cap, preds))
     elif ndjson:
         records = (render.attention_record(cap, h, top_k) for h in cap.heads)
-        output.write_ndjson(render.inspect_header(cap),
-                            _then(records, {"embeddings": render.embeddings_record(cap)}))
+        records = _then(records, {"embeddings": render.embeddings_record(cap)})
+        if preds is not None:
+            records = _then(records, _with_predictions({}, cap, preds))
+        output.write_ndjson(render.inspect_header(cap), records)
     else:
-        _terminal("inspect", lambda view: render.inspect_view(cap, view), no_color, svg, html,
+        make = (lambda view: render.inspect_view(cap, view)) if preds is None else \
+            _predicted_view(cap, preds)
+        _terminal("inspect", make, no_color, svg, html,
                   precision=precision, top_k=top_k, dims=dims, full=full, n=len(cap.tokens))
 
 
@@ -705,6 +748,113 @@ def model_command(
     else:
         console = output.make_console(no_color, record=False)
         output.show(console, render.model_view(doc), None, None, "attn model")
+
+
+@app.command()
+@handle_errors
+def generate(
+    prompt: Text = None, file: File = None, errors: Errors = "strict",
+    encoding: Encoding = None, allow_special: AllowSpecial = False,
+    layers: Layers = None, heads: Heads = None, d_model: DModel = None, d_ff: DFF = None,
+    seed: Annotated[Optional[int], typer.Option(
+        "--seed", help="Seeds the sampler, and the weights of the seeded model [default: 0].",
+        show_default=False)] = None,
+    causal: Causal = None, model: ModelPath = None,
+    truncate: Truncate = False, device: Device = "cpu",
+    new: Annotated[int, typer.Option("-n", "--new-tokens", help="Tokens to generate.")] = 10,
+    temperature: Annotated[Optional[float], typer.Option(
+        "--temperature", help="Sample from softmax(logits / T) instead of greedy (0: greedy).",
+        show_default=False)] = None,
+    sample_top_k: Annotated[Optional[int], typer.Option(
+        "--top-k", help="Sample among the K most likely tokens only (temperature 1 unless "
+                        "given).", show_default=False)] = None,
+    sample_seed: Annotated[Optional[int], typer.Option(
+        "--sample-seed", help="Seed of the sampler alone [default: --seed].",
+        show_default=False)] = None,
+    candidates: Annotated[int, typer.Option(
+        "--candidates", help="Most likely tokens listed per step (the chosen one and its "
+                             "runners-up).")] = 5,
+    layer: LayerList = None,
+    head: Annotated[Optional[list[int]], typer.Option(
+        "--head", help="Heads whose attention to show (repeatable) [default: the mean over "
+                       "every head of each layer].", show_default=False)] = None,
+    precision: Annotated[int, typer.Option("--precision", help="Decimals in tables.", min=0,
+                                           max=8)] = 3,
+    json: Json = False, ndjson: NDJson = False, no_color: NoColor = False,
+) -> None:
+    """Continue the prompt token by token (greedy, or sampled), printing each token as it is
+    made, then its probability, the runners-up and what it attended to."""
+    from attn_cli import generate as gen
+
+    _check_formats(json, ndjson, None, None)
+    if new < 1:
+        raise ConfigError(f"-n must be at least 1, got {new}")
+    if candidates < 1:
+        raise ConfigError(f"--candidates must be at least 1, got {candidates}")
+    from attn_cli.models.config import MAX_SEED
+
+    for flag, value in (("--seed", seed), ("--sample-seed", sample_seed)):
+        if value is not None and not 0 <= value <= MAX_SEED:
+            raise ConfigError(f"{flag} must be between 0 and {MAX_SEED}, got {value}")
+    sampling = gen.Sampling(temperature, sample_top_k,
+                            sample_seed if sample_seed is not None else seed or 0)
+    sampling.check()
+    # with --model, --seed seeds only the sampler: the checkpoint fixes its own weights
+    opts = ModelOptions(layers, heads, d_model, d_ff, seed if model is None else None, causal,
+                        encoding, model, device, truncate)
+    net, enc, name = build(opts)
+    lm_head = gen.LMHead(net, enc)
+    watch = gen.watch_list(net.cfg, layer, head)
+    source = _read(prompt, file, errors)
+    limit = net.cfg.n_positions
+    tokens = _tokens(source, enc, allow_special, None if limit is None else limit - 1, truncate)
+    gen.check_budget(net.cfg, len(tokens), new, len(watch))
+    run = gen.Generation(net, lm_head, [t.id for t in tokens], new, sampling=sampling,
+                         shown=candidates, watch=watch, stops=gen.stop_ids(net, enc))
+    from attn_cli import generate_view as gv
+    from attn_cli import output
+
+    if json:
+        steps = list(run)
+        output.write_json(gv.generate_doc(source, name, net.cfg, tokens, sampling, steps,
+                                          run.stop))
+    elif ndjson:
+        _stream_ndjson(gv.generate_header(source, name, net.cfg, tokens, sampling),
+                       _then((gv.step_record(s) for s in run),
+                             lambda: gv.generate_tail(source, run.steps, run.stop)))
+    else:
+        from attn_cli.render import View
+
+        console = output.make_console(no_color, record=False)
+        view = View(precision=precision, color=output.uses_color(console), width=console.width)
+        console.print(gv.generate_title(net.cfg, name, len(tokens), sampling))
+        live = gv.LiveText(console, console.is_terminal, precision)
+        live.start(tokens)
+        try:
+            for step in run:
+                live.add(step)
+        finally:  # Ctrl-C or an error mid-line: end the line before anything else is said
+            live.end()
+        console.print()
+        console.print(gv.summary(tokens, run.steps, run.stop, sampling, view))
+    if run.stop == "end_of_text":
+        note(f"stopped at the end-of-text token after {len(run.steps)} of {new} tokens")
+    elif run.stop == "positions":
+        note(f"stopped after {len(run.steps)} of {new} tokens: this model reads at most "
+             f"{limit} positions")
+
+
+def _stream_ndjson(header: dict, records) -> None:
+    """NDJSON written and flushed line by line, as each record is made (a callable record is
+    called when its turn comes)."""
+    from attn_cli import output
+
+    out = sys.stdout.buffer
+    out.write(output.dumps(header))
+    out.flush()
+    for record in records:
+        out.write(output.dumps(record() if callable(record) else record))
+        out.flush()
 
 
 @app.command("pull")

@@ -278,6 +278,70 @@ def target_render(inp: Inputs, n: int) -> None:
          render <= 0.5)
 
 
+GPT2_TOKENIZER = [ROOT.parent / "shared" / "fixtures" / "gpt2-tokenizer",
+                  ROOT / "shared" / "fixtures" / "gpt2-tokenizer"]
+
+
+def gpt2_small(folder: Path, layers: int, heads: int, d_model: int) -> Path:
+    """A GPT-2-shaped checkpoint with random weights (torch.manual_seed(0)), saved with
+    transformers' save_pretrained beside GPT-2's tokenizer files."""
+    tokenizer = next((d for d in GPT2_TOKENIZER if (d / "vocab.json").is_file()), None)
+    if tokenizer is None:
+        raise BenchError(f"GPT-2's vocab.json and merges.txt are needed beside the checkpoint; "
+                         f"looked in {', '.join(map(str, GPT2_TOKENIZER))}")
+    code = (
+        "import sys, torch, transformers as t\n"
+        "torch.manual_seed(0)\n"
+        f"c = t.GPT2Config(n_layer={layers}, n_head={heads}, n_embd={d_model}, "
+        "n_positions=1024, vocab_size=50257)\n"
+        "t.GPT2LMHeadModel(c).save_pretrained(sys.argv[1])\n")
+    done = subprocess.run([PY, "-c", code, str(folder)], capture_output=True, text=True,
+                          env=child_env())
+    if done.returncode != 0:
+        raise BenchError(f"could not build the checkpoint: {done.stderr.strip()[-500:]}")
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(tokenizer / name, folder / name)
+    return folder
+
+
+def target_generate(inp: Inputs, n: int, quick: bool) -> None:
+    """attn generate -n 64 --json (attention captured: every layer's head mean per new token)
+    on a GPT-2-small-shaped checkpoint, against transformers' generate with
+    output_attentions=True writing the same document (hf_generate.py)."""
+    layers, heads, d_model, new = (2, 2, 64, 8) if quick else (12, 12, 768, 64)
+    folder = gpt2_small(inp.tmp / "gpt2-small", layers, heads, d_model)
+    prompt = inp.tmp / "generate_prompt.txt"
+    prompt.write_text(SENTENCE + " because it was tired, and the dog", encoding="utf-8")
+    done = subprocess.run(ATTN + ["tokens", "--file", str(prompt), "--encoding", "gpt2",
+                                  "--json"], capture_output=True, text=True, env=child_env())
+    if done.returncode != 0:
+        raise BenchError(f"attn tokens failed: {done.stderr.strip()[-300:]}")
+    ids = [t["id"] for t in json.loads(done.stdout)["tokens"]]
+    ids_file = inp.tmp / "generate_ids.json"
+    ids_file.write_text(json.dumps(ids))
+    attn = ATTN + ["generate", "--file", str(prompt), "--model", str(folder), "-n", str(new),
+                   "--json"]
+    hf = [PY, str(HERE / "hf_generate.py"), "--model", str(folder), "--ids", str(ids_file),
+          "-n", str(new)]
+    out_a, out_h = str(inp.tmp / "generate_attn.json"), str(inp.tmp / "generate_hf.json")
+    a, h = paired(attn, hf, n, 0 if quick else 1, out_a, out_h)
+    got = [g["id"] for g in json.loads(Path(out_a).read_text())["generated"]]
+    want = [g["id"] for g in json.loads(Path(out_h).read_text())["generated"]]
+    if got != want:
+        raise BenchError(f"attn and transformers generated different ids: {got} / {want}")
+    aw, hw = [r.wall for r in a], [r.wall for r in h]
+    wall = pair_ratio(aw, hw)
+    line(f"generate {new}", f"{wall:.2f}x", "HF generate", "(target <= 0.80x)",
+         f"attn {median(aw):.2f} s / HF {median(hw):.2f} s ({runs_note(n)}; {spread(aw, hw)}; "
+         f"peak RSS {median(r.rss_mb for r in a):,.0f} / {median(r.rss_mb for r in h):,.0f} MB)",
+         wall <= 0.80, quick)
+    print(f"{'':<16} both: {layers} layers x {heads} heads, d_model {d_model}, random weights, "
+          f"{len(ids)}-token prompt, {len(got)} new tokens greedy (the same ids), per token its "
+          f"probability, top 5 and each layer's head-mean attention row, as JSON\n"
+          f"{'':<16} HF: GPT2LMHeadModel eager, generate(output_attentions=True, "
+          f"output_logits=True), given the ids (attn tokenizes and decodes)", flush=True)
+
+
 def growth(inp: Inputs, sizes: list[int], repeats: dict[int, int]) -> None:
     print(f"growth: attn inspect --file F --json --layer 0 --head 0 (default model: 2 layers x "
           f"4 heads, d_model 64); JSON to a file", flush=True)
@@ -319,6 +383,9 @@ def main() -> int:
                    help="paired runs per start-up target [default 9, --quick 1]; the "
                         "4,096-token targets use half as many, rounded up")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    p.add_argument("--generate", action="store_true",
+                   help="only the `attn generate` target (the default run ends with it; "
+                        "--quick leaves it out unless this is given)")
     args = p.parse_args()
     n = args.repeats if args.repeats is not None else (1 if args.quick else 9)
     if n < 1:
@@ -355,6 +422,11 @@ def main() -> int:
             ("render 64 tok", lambda: target_render(inp, n)),
             ("growth", lambda: growth(inp, sizes, growth_repeats)),
         ]
+        generate_step = ("generate", lambda: target_generate(inp, heavy, args.quick))
+        if args.generate:
+            steps = [generate_step]
+        elif not args.quick:
+            steps.append(generate_step)
         for label, step in steps:
             try:
                 step()

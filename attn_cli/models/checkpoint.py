@@ -18,6 +18,7 @@ to do.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -558,13 +559,28 @@ def load_tokenizer(folder: Path):
 
 # --- weights into the model -------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _no_embedding_init():
+    """nn.Embedding's random init on the meta device computes nothing, but torch routes its
+    normal_ through torch._refs, whose first call imports torch._dynamo (1-4 s): skip it, the
+    weights are assigned right after."""
+    init = torch.nn.Embedding.reset_parameters
+    torch.nn.Embedding.reset_parameters = lambda self: None
+    try:
+        yield
+    finally:
+        torch.nn.Embedding.reset_parameters = init
+
+
 def build(cfg: ModelConfig, tensors: dict[str, torch.Tensor]) -> transformer.Transformer:
     """A Transformer for cfg holding these tensors (our names, our shapes, float32).
 
     The module is made on the meta device, so no random init is spent on weights that are
     about to be replaced; every parameter is then assigned from the tensors.
     """
-    with torch.device("meta"):
+    with torch.device("meta"), _no_embedding_init():
         model = transformer.Transformer(cfg)
+        if "lm_head.weight" in tensors:  # an untied LM head, where the family found one
+            model.lm_head = torch.nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
     model.load_state_dict(tensors, strict=True, assign=True)
     return model

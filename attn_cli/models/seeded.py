@@ -43,6 +43,31 @@ def seeded_token_embeddings(ids: list[int], seed: int, d_model: int) -> np.ndarr
     return ((2.0 * u - 1.0) * math.sqrt(3.0)).astype(np.float32)
 
 
+
+def seeded_embedding_rows(start: int, stop: int, seed: int, d_model: int) -> np.ndarray:
+    """Rows start … stop−1 of the same virtual table, bit for bit, made in place: what the
+    tied LM head reads block by block (the whole vocabulary once per predicted position)."""
+    u64 = np.uint64
+    base = _splitmix64(np.array([seed], dtype=u64))
+    z = _splitmix64(base ^ np.arange(start, stop, dtype=u64))[:, None] \
+        ^ np.arange(d_model, dtype=u64)[None, :]
+    tmp = np.empty_like(z)
+    with np.errstate(over="ignore"):  # _splitmix64, one buffer at a time
+        np.add(z, u64(0x9E3779B97F4A7C15), out=z)
+        for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            np.right_shift(z, u64(shift), out=tmp)
+            np.bitwise_xor(z, tmp, out=z)
+            np.multiply(z, u64(mult), out=z)
+        np.right_shift(z, u64(31), out=tmp)
+        np.bitwise_xor(z, tmp, out=z)
+    np.right_shift(z, u64(11), out=z)
+    u = z.astype(np.float64)
+    u *= 2.0**-53  # the same float64 operations, in the same order, as above
+    u *= 2.0
+    u -= 1.0
+    u *= math.sqrt(3.0)
+    return u.astype(np.float32)
+
 def seeded(cfg: ModelConfig) -> Transformer:
     """A Transformer whose every weight follows from cfg.seed, scaled to be worth looking at.
 

@@ -112,6 +112,44 @@ class SelfAttention(nn.Module):
         return y, kept
 
 
+
+    def step(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor], start: int,
+             keep: tuple[int, ...], rope: tuple[torch.Tensor, torch.Tensor] | None,
+             window: int | None):
+        """forward for tokens at positions start … start+T−1 with a KV cache: their keys and
+        values are written into `past` ((kv_heads, capacity, hs) each, positions 0 … start−1
+        already there) and the queries read keys 0 … start+T−1 through the same `attend`, with
+        q_offset = start. Returns the output and {"weights": (len(keep), T, start+T)}."""
+        cfg = self.cfg
+        T, nh, kvh, hs = x.shape[0], cfg.n_heads, cfg.kv_heads, cfg.d_head
+        q, k, v = self.c_attn(x).split([nh * hs, kvh * hs, kvh * hs], dim=-1)
+        q = q.view(T, nh, hs).transpose(0, 1)  # (nh, T, hs)
+        k, v = (t.view(T, kvh, hs).transpose(0, 1) for t in (k, v))  # (kvh, T, hs)
+        if rope is not None:
+            q, k = rotate(q, *rope), rotate(k, *rope)
+        keys, values = past
+        keys[:, start:start + T] = k
+        values[:, start:start + T] = v
+        k, v = keys[:, :start + T], values[:, :start + T]  # every position so far
+        opts = dict(window=window, scale=cfg.scale_scores)
+        idx = list(keep)
+        if T <= EXPLICIT_UP_TO:
+            z, stages = attend(q, k, v, cfg.causal, False, q_offset=start, **opts)
+            kept = {"weights": stages["weights"][idx]} if keep else {}
+        else:  # a long prompt: the fused kernel, and the kept heads' last row through attend
+            seen = visible(T, start + T, cfg.causal, window, start, x.device)
+            z = F.scaled_dot_product_attention(
+                q[None], expand_kv(k, nh)[None], expand_kv(v, nh)[None], attn_mask=seen,
+                scale=None if cfg.scale_scores else 1.0)[0]
+            kept = {}
+            if keep:
+                _, stages = attend(q[idx, -1:], expand_kv(k, nh)[idx], expand_kv(v, nh)[idx],
+                                   cfg.causal, False, q_offset=start + T - 1, **opts)
+                kept = {"weights": stages["weights"]}
+        y = self.c_proj(z.transpose(0, 1).reshape(T, nh * hs))
+        return y, kept
+
+
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -156,6 +194,22 @@ class Block(nn.Module):
         return x, kept
 
 
+    def step(self, x: torch.Tensor, past, start: int, keep: tuple[int, ...], rope=None,
+             window: int | None = None):
+        """forward with a KV cache (SelfAttention.step): the same norms and residuals."""
+        post = self.cfg.post_norm
+        h = x if post else self.ln_1(x)
+        a, kept = self.attn.step(h, past, start, keep, rope, window)
+        if post:
+            x = self.ln_1(a + x)
+            x = self.ln_2(self.mlp(x) + x)
+        elif self.cfg.parallel_residual:
+            x = self.mlp(self.ln_2(x)) + a + x
+        else:
+            x = x + a
+            x = x + self.mlp(self.ln_2(x))
+        return x, kept
+
 @dataclass
 class Forward:
     """What one forward pass leaves behind: tensors on the model's device."""
@@ -163,6 +217,20 @@ class Forward:
     heads: dict[tuple[int, int], dict[str, torch.Tensor]] = field(default_factory=dict)
     hidden: list[torch.Tensor] = field(default_factory=list)  # after each block, (T, d_model)
     embeddings: torch.Tensor | None = None  # the final norm of the last hidden state
+
+
+@dataclass
+class KVCache:
+    """Keys (rotary applied) and values of every position read so far, per layer, in buffers
+    of a fixed capacity: generating N tokens costs N one-token steps, not N full passes."""
+
+    keys: list[torch.Tensor]  # per layer (kv_heads, capacity, d_head)
+    values: list[torch.Tensor]
+    length: int = 0  # positions filled
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[1] if self.keys else 0
 
 
 class Transformer(nn.Module):
@@ -177,6 +245,9 @@ class Transformer(nn.Module):
         self.ln_emb = norm(cfg) if cfg.embed_norm else None
         self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = norm(cfg) if cfg.final_norm else None
+        # An untied LM head (checkpoint.build attaches one where the checkpoint has it);
+        # otherwise the LM head is the token embedding (cfg.tie_embeddings).
+        self.lm_head: nn.Linear | None = None
 
     @property
     def device(self) -> torch.device:
@@ -239,6 +310,66 @@ class Transformer(nn.Module):
         return out
 
 
+    def embed_at(self, ids: list[int], start: int) -> torch.Tensor:
+        """embed() for tokens at positions start … start+len(ids)−1 (a causal stack's next
+        tokens; token types and RoBERTa's padding positions belong to encoders, not here)."""
+        from attn_cli.models.seeded import seeded_token_embeddings
+
+        T, cfg = len(ids), self.cfg
+        id_t = torch.tensor(ids, device=self.device)
+        if self.wte is not None:
+            x = self.wte(id_t)
+        else:
+            x = torch.from_numpy(seeded_token_embeddings(ids, cfg.seed, cfg.d_model))
+            x = x.to(self.device)
+        if self.wtt is not None:
+            x = x + self.wtt(torch.zeros_like(id_t))
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(start, start + T, device=self.device)
+                             + cfg.position_offset)
+        elif cfg.positions == "sinusoidal":
+            x = x + sinusoidal_rows(start, T, cfg.d_model).to(self.device)
+        if self.ln_emb is not None:
+            x = self.ln_emb(x)
+        return x
+
+    @torch.inference_mode()
+    def new_cache(self, capacity: int) -> KVCache:
+        """An empty KV cache for up to `capacity` positions."""
+        cfg = self.cfg
+        shape = (cfg.kv_heads, capacity, cfg.d_head)
+        p = next(self.parameters())
+        make = lambda: torch.empty(shape, dtype=p.dtype, device=p.device)  # noqa: E731
+        return KVCache([make() for _ in self.h], [make() for _ in self.h])
+
+    @torch.inference_mode()
+    def step(self, ids: list[int], cache: KVCache, keep: dict[int, tuple[int, ...]] | None = None
+             ) -> Forward:
+        """forward() for the next tokens, reading and extending the KV cache: the tokens sit at
+        positions cache.length …; heads[(layer, head)]["weights"] is (T, cache.length + T)."""
+        keep = keep or {}
+        start, T = cache.length, len(ids)
+        if start + T > cache.capacity:
+            raise ValueError(f"KV cache of {cache.capacity} positions cannot take {start + T}")
+        out = Forward()
+        x = self.embed_at(ids, start)
+        rope = None
+        if self.cfg.rotary:
+            scaling = dict(self.cfg.rope_scaling) or None
+            inv = rope_frequencies(self.cfg.rotary, self.cfg.rope_theta, scaling)
+            rope = rope_cos_sin(torch.arange(start, start + T, device=self.device), inv)
+        for layer, block in enumerate(self.h):
+            heads = tuple(sorted(set(keep.get(layer, ()))))
+            past = (cache.keys[layer], cache.values[layer])
+            x, kept = block.step(x, past, start, heads, rope, self.cfg.window(layer))
+            for name, tensor in kept.items():
+                for i, head in enumerate(heads):
+                    out.heads.setdefault((layer, head), {})[name] = tensor[i]
+            out.hidden.append(x)
+        cache.length = start + T
+        out.embeddings = self.ln_f(x) if self.ln_f is not None else x
+        return out
+
 def sinusoidal_positions(T: int, d_model: int) -> torch.Tensor:
     """PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(p / 10000^(2i/d)); (T, d_model)."""
     pos = torch.arange(T, dtype=torch.float64)[:, None]
@@ -248,6 +379,17 @@ def sinusoidal_positions(T: int, d_model: int) -> torch.Tensor:
     pe[:, 1::2] = torch.cos(pos * inv)[:, : d_model // 2]
     return pe.float()
 
+
+
+def sinusoidal_rows(start: int, T: int, d_model: int) -> torch.Tensor:
+    """Rows start … start+T−1 of sinusoidal_positions, computed alone (the same elementwise
+    float64 operations, so the same bits): a cached step needs only its own position."""
+    pos = torch.arange(start, start + T, dtype=torch.float64)[:, None]
+    inv = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+    pe = torch.zeros(T, d_model, dtype=torch.float64)
+    pe[:, 0::2] = torch.sin(pos * inv)
+    pe[:, 1::2] = torch.cos(pos * inv)[:, : d_model // 2]
+    return pe.float()
 
 def parameter_count(model: Transformer) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -39,7 +39,8 @@ def config(hf: HFConfig) -> ModelConfig:
         d_ff=hf.optional_int("n_inner") or 4 * n_embd, positions="learned",
         n_positions=hf.int("n_positions", default=1024),
         vocab_size=hf.int("vocab_size", default=50257),
-        layer_norm_eps=hf.float("layer_norm_epsilon", default=1e-5), family="gpt2")
+        layer_norm_eps=hf.float("layer_norm_epsilon", default=1e-5), family="gpt2",
+        tie_embeddings=hf.bool("tie_word_embeddings", True))
 
 
 def convert(w, cfg: ModelConfig) -> dict:
@@ -59,4 +60,6 @@ def convert(w, cfg: ModelConfig) -> dict:
             out[p + name + ".bias"] = w.get(p + name + ".bias", (shape[1],))
     out["ln_f.weight"] = w.get("ln_f.weight", (d,))
     out["ln_f.bias"] = w.get("ln_f.bias", (d,))
+    if not cfg.tie_embeddings and w.has("lm_head.weight"):  # an untied LM head
+        out["lm_head.weight"] = w.get("lm_head.weight", (cfg.vocab_size, d))
     return out

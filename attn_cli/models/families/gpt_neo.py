@@ -47,7 +47,8 @@ def config(hf: HFConfig) -> ModelConfig:
         layer_norm_eps=hf.float("layer_norm_epsilon", default=1e-5),
         activation=activation(hf, "activation_function", "gelu_new"),
         windows=tuple(window if k == "local" else None for k in kinds),
-        scale_scores=False, qkv_bias=False, family="gpt_neo")
+        scale_scores=False, qkv_bias=False, family="gpt_neo",
+        tie_embeddings=hf.bool("tie_word_embeddings", True))
 
 
 def convert(w, cfg: ModelConfig) -> dict:
@@ -71,4 +72,6 @@ def convert(w, cfg: ModelConfig) -> dict:
             out[p + ln + ".bias"] = w.get(p + ln + ".bias", (d,))
     out["ln_f.weight"] = w.get("ln_f.weight", (d,))
     out["ln_f.bias"] = w.get("ln_f.bias", (d,))
+    if not cfg.tie_embeddings and w.has("lm_head.weight"):  # an untied LM head
+        out["lm_head.weight"] = w.get("lm_head.weight", (cfg.vocab_size, d))
     return out

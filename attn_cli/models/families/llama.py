@@ -114,4 +114,6 @@ def convert(w, cfg: ModelConfig) -> dict:
         out[p + "ln_1.weight"] = w.get(f"layers.{i}.input_layernorm.weight", (d,))
         out[p + "ln_2.weight"] = w.get(f"layers.{i}.post_attention_layernorm.weight", (d,))
     out["ln_f.weight"] = w.get("norm.weight", (d,))
+    if not cfg.tie_embeddings and w.has("lm_head.weight"):  # LlamaForCausalLM's own head
+        out["lm_head.weight"] = w.get("lm_head.weight", (cfg.vocab_size, d))
     return out

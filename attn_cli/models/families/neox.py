@@ -71,4 +71,6 @@ def convert(w, cfg: ModelConfig) -> dict:
             out[p + ours + ".bias"] = w.get(q + theirs + ".bias", (d,))
     out["ln_f.weight"] = w.get("final_layer_norm.weight", (d,))
     out["ln_f.bias"] = w.get("final_layer_norm.bias", (d,))
+    if not cfg.tie_embeddings and w.has("embed_out.weight"):  # GPTNeoXForCausalLM's head
+        out["lm_head.weight"] = w.get("embed_out.weight", (cfg.vocab_size, d))
     return out
