@@ -183,16 +183,18 @@ class Block(nn.Module):
         a, kept = self.attn(h, keep, keep_stages, rope, window)
         if keep_stages and keep:
             kept["x"] = h
-        if post:
-            x = self.ln_1(a + x)
-            x = self.ln_2(self.mlp(x) + x)
-        elif self.cfg.parallel_residual:
-            x = self.mlp(self.ln_2(x)) + a + x
-        else:
-            x = x + a
-            x = x + self.mlp(self.ln_2(x))
-        return x, kept
+        return self.residual(x, a), kept
 
+    def residual(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """The block's output from its input x and its attention output a: post-norm,
+        parallel or sequential, as the config says."""
+        if self.cfg.post_norm:
+            x = self.ln_1(a + x)
+            return self.ln_2(self.mlp(x) + x)
+        if self.cfg.parallel_residual:
+            return self.mlp(self.ln_2(x)) + a + x
+        x = x + a
+        return x + self.mlp(self.ln_2(x))
 
     def step(self, x: torch.Tensor, past, start: int, keep: tuple[int, ...], rope=None,
              window: int | None = None):
@@ -200,15 +202,8 @@ class Block(nn.Module):
         post = self.cfg.post_norm
         h = x if post else self.ln_1(x)
         a, kept = self.attn.step(h, past, start, keep, rope, window)
-        if post:
-            x = self.ln_1(a + x)
-            x = self.ln_2(self.mlp(x) + x)
-        elif self.cfg.parallel_residual:
-            x = self.mlp(self.ln_2(x)) + a + x
-        else:
-            x = x + a
-            x = x + self.mlp(self.ln_2(x))
-        return x, kept
+        return self.residual(x, a), kept
+
 
 @dataclass
 class Forward:
