@@ -242,7 +242,7 @@ def read_config(folder: Path) -> dict:
 
 def _check_depth(text: str, path: Path) -> None:
     """Refuse nesting deeper than CONFIG_DEPTH before the parser recurses into it."""
-    depth = deepest = 0
+    depth = 0
     in_string = escaped = False
     for ch in text:
         if in_string:

@@ -22,7 +22,6 @@ of this file; TransformerLens for one config serving many families.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -72,16 +71,23 @@ class SelfAttention(nn.Module):
         self.c_attn = nn.Linear(cfg.d_model, (nh + 2 * kvh) * hs, bias=cfg.qkv_bias)  # Q, K, V
         self.c_proj = nn.Linear(nh * hs, cfg.d_model, bias=cfg.out_bias)  # output projection
 
+    def qkv(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None):
+        """q (nh, T, hs) and k, v (kv_heads, T, hs) of x (T, d_model), rotary applied."""
+        cfg = self.cfg
+        T, nh, kvh, hs = x.shape[0], cfg.n_heads, cfg.kv_heads, cfg.d_head
+        q, k, v = self.c_attn(x).split([nh * hs, kvh * hs, kvh * hs], dim=-1)
+        q = q.view(T, nh, hs).transpose(0, 1)
+        k, v = (t.view(T, kvh, hs).transpose(0, 1) for t in (k, v))
+        if rope is not None:
+            q, k = rotate(q, *rope), rotate(k, *rope)
+        return q, k, v
+
     def forward(self, x: torch.Tensor, keep: tuple[int, ...], keep_stages: bool,
                 rope: tuple[torch.Tensor, torch.Tensor] | None, window: int | None):
         """x: (T, d_model). keep: the heads whose stages to return (may be empty)."""
         cfg = self.cfg
-        T, nh, kvh, hs = x.shape[0], cfg.n_heads, cfg.kv_heads, cfg.d_head
-        q, k, v = self.c_attn(x).split([nh * hs, kvh * hs, kvh * hs], dim=-1)
-        q = q.view(T, nh, hs).transpose(0, 1)  # (nh, T, hs)
-        k, v = (t.view(T, kvh, hs).transpose(0, 1) for t in (k, v))  # (kvh, T, hs)
-        if rope is not None:
-            q, k = rotate(q, *rope), rotate(k, *rope)
+        T, nh, hs = x.shape[0], cfg.n_heads, cfg.d_head
+        q, k, v = self.qkv(x, rope)
         idx = list(keep)  # sorted, unique (Transformer.forward makes it so)
         kept = {}
         opts = dict(window=window, scale=cfg.scale_scores)
@@ -111,8 +117,6 @@ class SelfAttention(nn.Module):
         y = self.c_proj(z.transpose(0, 1).reshape(T, nh * hs))
         return y, kept
 
-
-
     def step(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor], start: int,
              keep: tuple[int, ...], rope: tuple[torch.Tensor, torch.Tensor] | None,
              window: int | None):
@@ -121,12 +125,8 @@ class SelfAttention(nn.Module):
         already there) and the queries read keys 0 … start+T−1 through the same `attend`, with
         q_offset = start. Returns the output and {"weights": (len(keep), T, start+T)}."""
         cfg = self.cfg
-        T, nh, kvh, hs = x.shape[0], cfg.n_heads, cfg.kv_heads, cfg.d_head
-        q, k, v = self.c_attn(x).split([nh * hs, kvh * hs, kvh * hs], dim=-1)
-        q = q.view(T, nh, hs).transpose(0, 1)  # (nh, T, hs)
-        k, v = (t.view(T, kvh, hs).transpose(0, 1) for t in (k, v))  # (kvh, T, hs)
-        if rope is not None:
-            q, k = rotate(q, *rope), rotate(k, *rope)
+        T, nh, hs = x.shape[0], cfg.n_heads, cfg.d_head
+        q, k, v = self.qkv(x, rope)
         keys, values = past
         keys[:, start:start + T] = k
         values[:, start:start + T] = v
