@@ -248,16 +248,19 @@ class Transformer(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def position_ids(self, ids: torch.Tensor) -> torch.Tensor:
-        """Row of the position table for each token: 0, 1, … plus the family's offset; with a
-        padding index (RoBERTa), pad tokens take that row and the others count past it."""
+    def position_ids(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Row of the position table for each token: start, start + 1, … plus the family's
+        offset; with a padding index (RoBERTa, an encoder: start is 0), pad tokens take that
+        row and the others count past it."""
         cfg = self.cfg
         if cfg.pad_id is None:
-            return torch.arange(len(ids), device=ids.device) + cfg.position_offset
+            return torch.arange(start, start + len(ids), device=ids.device) + cfg.position_offset
         real = (ids != cfg.pad_id).long()
         return torch.cumsum(real, 0) * real + cfg.pad_id
 
-    def embed(self, ids: list[int]) -> torch.Tensor:
+    def embed(self, ids: list[int], start: int = 0) -> torch.Tensor:
+        """Token (+ type) (+ position) embeddings of tokens at positions start … start+T−1
+        (start > 0: a causal stack's next tokens, read through the KV cache)."""
         from attn_cli.models.seeded import seeded_token_embeddings
 
         T, cfg = len(ids), self.cfg
@@ -270,9 +273,9 @@ class Transformer(nn.Module):
         if self.wtt is not None:  # every token is of type 0: one segment
             x = x + self.wtt(torch.zeros_like(id_t))
         if self.wpe is not None:
-            x = x + self.wpe(self.position_ids(id_t))
+            x = x + self.wpe(self.position_ids(id_t, start))
         elif cfg.positions == "sinusoidal":
-            x = x + sinusoidal_positions(T, cfg.d_model).to(self.device)
+            x = x + sinusoidal_rows(start, T, cfg.d_model).to(self.device)
         if self.ln_emb is not None:
             x = self.ln_emb(x)
         return x
@@ -305,29 +308,6 @@ class Transformer(nn.Module):
         return out
 
 
-    def embed_at(self, ids: list[int], start: int) -> torch.Tensor:
-        """embed() for tokens at positions start … start+len(ids)−1 (a causal stack's next
-        tokens; token types and RoBERTa's padding positions belong to encoders, not here)."""
-        from attn_cli.models.seeded import seeded_token_embeddings
-
-        T, cfg = len(ids), self.cfg
-        id_t = torch.tensor(ids, device=self.device)
-        if self.wte is not None:
-            x = self.wte(id_t)
-        else:
-            x = torch.from_numpy(seeded_token_embeddings(ids, cfg.seed, cfg.d_model))
-            x = x.to(self.device)
-        if self.wtt is not None:
-            x = x + self.wtt(torch.zeros_like(id_t))
-        if self.wpe is not None:
-            x = x + self.wpe(torch.arange(start, start + T, device=self.device)
-                             + cfg.position_offset)
-        elif cfg.positions == "sinusoidal":
-            x = x + sinusoidal_rows(start, T, cfg.d_model).to(self.device)
-        if self.ln_emb is not None:
-            x = self.ln_emb(x)
-        return x
-
     @torch.inference_mode()
     def new_cache(self, capacity: int) -> KVCache:
         """An empty KV cache for up to `capacity` positions."""
@@ -347,7 +327,7 @@ class Transformer(nn.Module):
         if start + T > cache.capacity:
             raise ValueError(f"KV cache of {cache.capacity} positions cannot take {start + T}")
         out = Forward()
-        x = self.embed_at(ids, start)
+        x = self.embed(ids, start)
         rope = None
         if self.cfg.rotary:
             scaling = dict(self.cfg.rope_scaling) or None
