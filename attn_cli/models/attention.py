@@ -38,31 +38,32 @@ def visible(T_q: int, T_k: int, causal: bool, window: int | None = None, q_offse
 
 
 def expand_kv(t: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """(kv_heads, T, hs) -> (n_heads, T, hs): head h reads key/value head h // group."""
-    kv = t.shape[0]
-    return t if kv == n_heads else t.repeat_interleave(n_heads // kv, dim=0)
+    """(…, kv_heads, T, hs) -> (…, n_heads, T, hs): head h reads key/value head h // group."""
+    kv = t.shape[-3]
+    return t if kv == n_heads else t.repeat_interleave(n_heads // kv, dim=-3)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
            keep_stages: bool, *, window: int | None = None, scale: bool = True,
            q_offset: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """softmax(QKᵀ/√d_k + M)·V for q (nh, T_q, hs) and k, v (nh or kv_heads, T_k, hs).
+    """softmax(QKᵀ/√d_k + M)·V for q (…, nh, T_q, hs) and k, v (…, nh or kv_heads, T_k, hs);
+    the leading dimensions (a training batch) are optional.
 
-    Returns the output (nh, T_q, hs) and the stages: always "weights"; with keep_stages also
+    Returns the output (…, nh, T_q, hs) and the stages: always "weights"; with keep_stages also
     "scores" (QKᵀ), "scaled" (÷√d_k, or the scores themselves when scale is False) and
     "masked" (−∞ where a key is hidden: after the query when causal, or outside the window).
     """
-    nh, T_q, hs = q.shape
+    nh, T_q, hs = q.shape[-3:]
     k, v = expand_kv(k, nh), expand_kv(v, nh)
     stages = {}
-    att = q @ k.transpose(-2, -1)  # (nh, T_q, T_k)
+    att = q @ k.transpose(-2, -1)  # (…, nh, T_q, T_k)
     if keep_stages:
         stages["scores"] = att
     if scale:
         att = att / math.sqrt(hs)
     if keep_stages:
         stages["scaled"] = att
-    seen = visible(T_q, k.shape[1], causal, window, q_offset, q.device)
+    seen = visible(T_q, k.shape[-2], causal, window, q_offset, q.device)
     if seen is not None:
         att = att.masked_fill(~seen, float("-inf"))
     if keep_stages:

@@ -72,21 +72,23 @@ class SelfAttention(nn.Module):
         self.c_proj = nn.Linear(nh * hs, cfg.d_model, bias=cfg.out_bias)  # output projection
 
     def qkv(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None):
-        """q (nh, T, hs) and k, v (kv_heads, T, hs) of x (T, d_model), rotary applied."""
+        """q (…, nh, T, hs) and k, v (…, kv_heads, T, hs) of x (…, T, d_model), rotary applied
+        (the leading dimensions: a training batch, or none)."""
         cfg = self.cfg
-        T, nh, kvh, hs = x.shape[0], cfg.n_heads, cfg.kv_heads, cfg.d_head
+        lead, nh, kvh, hs = x.shape[:-1], cfg.n_heads, cfg.kv_heads, cfg.d_head
         q, k, v = self.c_attn(x).split([nh * hs, kvh * hs, kvh * hs], dim=-1)
-        q = q.view(T, nh, hs).transpose(0, 1)
-        k, v = (t.view(T, kvh, hs).transpose(0, 1) for t in (k, v))
+        q = q.view(*lead, nh, hs).transpose(-3, -2)
+        k, v = (t.view(*lead, kvh, hs).transpose(-3, -2) for t in (k, v))
         if rope is not None:
             q, k = rotate(q, *rope), rotate(k, *rope)
         return q, k, v
 
     def forward(self, x: torch.Tensor, keep: tuple[int, ...], keep_stages: bool,
                 rope: tuple[torch.Tensor, torch.Tensor] | None, window: int | None):
-        """x: (T, d_model). keep: the heads whose stages to return (may be empty)."""
+        """x: (T, d_model), or (batch, T, d_model) with keep empty (training). keep: the heads
+        whose stages to return (may be empty)."""
         cfg = self.cfg
-        T, nh, hs = x.shape[0], cfg.n_heads, cfg.d_head
+        T, nh, hs = x.shape[-2], cfg.n_heads, cfg.d_head
         q, k, v = self.qkv(x, rope)
         idx = list(keep)  # sorted, unique (Transformer.forward makes it so)
         kept = {}
@@ -114,7 +116,7 @@ class SelfAttention(nn.Module):
         if keep_stages and keep:
             kept.update(q=q[idx], k=expand_kv(k, nh)[idx], v=expand_kv(v, nh)[idx],
                         output=z[idx])
-        y = self.c_proj(z.transpose(0, 1).reshape(T, nh * hs))
+        y = self.c_proj(z.transpose(-3, -2).reshape(*x.shape[:-1], nh * hs))
         return y, kept
 
     def step(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor], start: int,
@@ -254,17 +256,19 @@ class Transformer(nn.Module):
         row and the others count past it."""
         cfg = self.cfg
         if cfg.pad_id is None:
-            return torch.arange(start, start + len(ids), device=ids.device) + cfg.position_offset
+            return torch.arange(start, start + ids.shape[-1], device=ids.device) \
+                + cfg.position_offset
         real = (ids != cfg.pad_id).long()
-        return torch.cumsum(real, 0) * real + cfg.pad_id
+        return torch.cumsum(real, -1) * real + cfg.pad_id
 
-    def embed(self, ids: list[int], start: int = 0) -> torch.Tensor:
+    def embed(self, ids: list[int] | torch.Tensor, start: int = 0) -> torch.Tensor:
         """Token (+ type) (+ position) embeddings of tokens at positions start … start+T−1
-        (start > 0: a causal stack's next tokens, read through the KV cache)."""
+        (start > 0: a causal stack's next tokens, read through the KV cache). ids may be a
+        (batch, T) tensor where the model has a token table (training)."""
         from attn_cli.models.seeded import seeded_token_embeddings
 
-        T, cfg = len(ids), self.cfg
-        id_t = torch.tensor(ids, device=self.device)
+        T, cfg = (ids.shape[-1] if torch.is_tensor(ids) else len(ids)), self.cfg
+        id_t = ids if torch.is_tensor(ids) else torch.tensor(ids, device=self.device)
         if self.wte is not None:
             x = self.wte(id_t)
         else:
@@ -307,6 +311,18 @@ class Transformer(nn.Module):
         out.embeddings = self.ln_f(x) if self.ln_f is not None else x
         return out
 
+    def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """Next-token logits (batch, T, vocab) of id rows (batch, T), with gradients: what
+        `attn train` optimises. The same embed, blocks and final norm as forward(), keeping
+        no head, and the LM head (tied to the token table unless the model has its own)."""
+        x = self.embed(ids)
+        rope = self.rope(ids.shape[-1])
+        for layer, block in enumerate(self.h):
+            x, _ = block(x, (), False, rope, self.cfg.window(layer))
+        if self.ln_f is not None:
+            x = self.ln_f(x)
+        head = self.lm_head.weight if self.lm_head is not None else self.wte.weight
+        return x @ head.T
 
     @torch.inference_mode()
     def new_cache(self, capacity: int) -> KVCache:
