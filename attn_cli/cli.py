@@ -237,6 +237,11 @@ def _tokens(text: str, encoding, allow_special: bool, limit: int | None, truncat
     from attn_cli.tokenize import tokenize
 
     tokens = tokenize(text, encoding, allow_special)
+    unknown = encoding.unknown(tokens) if hasattr(encoding, "unknown") else []
+    if unknown:  # a model trained by `attn train` knows only its own few tokens
+        shown = ", ".join(dict.fromkeys(t.display for t in unknown[:8]))
+        note(f"{len(unknown)} of the {len(tokens)} tokens are not in this model's vocabulary "
+             f"of {encoding.n_vocab} and read as <unk>: {shown}")
     if limit is not None and len(tokens) > limit and truncate:
         note(f"the input has {len(tokens)} tokens; keeping the first {limit} (the model's "
              f"positions)")

@@ -181,6 +181,45 @@ class TiktokenTokenizer(Tokenizer):
         return self._ordinary
 
 
+class VocabTokenizer(Tokenizer):
+    """A tiktoken encoding cut down to a small vocabulary: what `attn train` models use.
+
+    Id r is row r of the model's embedding table: row 0 is `<unk>`, rows 1 … n−1 are the
+    encoding's tokens `vocab[r]`. Text is split by the encoding as usual; a token the model
+    never saw keeps its text but reads as `<unk>` (`unknown` counts them, so the CLI can say).
+    """
+
+    UNKNOWN = b"<unk>"
+
+    def __init__(self, encoding: tiktoken.Encoding, vocab: Sequence[int]):
+        self.encoding = encoding
+        self.vocab = list(vocab)  # row -> encoding id, for rows 1 … n−1
+        self.rows = {token: row for row, token in enumerate(self.vocab, start=1)}
+        self.name = f"{encoding.name}, {len(self.vocab)} of its tokens"
+        self.n_vocab = len(self.vocab) + 1
+        self.unknown_id = 0
+        self.special_ids = frozenset({0})
+
+    def encode(self, text: str, allow_special: bool = False) -> list[Token]:
+        pieces = tokenize(text, self.encoding, allow_special)
+        return [Token(t.index, self.rows.get(t.id, 0), t.raw, False) for t in pieces]
+
+    def token_bytes(self, id: int) -> bytes:
+        if id == 0:
+            return self.UNKNOWN
+        if not 0 < id < self.n_vocab:
+            raise EncodingError(f"token id {id} is not in this model's vocabulary of "
+                                f"{self.n_vocab} tokens")
+        return self.encoding.decode_single_token_bytes(self.vocab[id - 1])
+
+    def ordinary_ids(self) -> Sequence[int]:
+        return range(1, self.n_vocab)
+
+    def unknown(self, tokens: list[Token]) -> list[Token]:
+        """The tokens of `encode`'s output that the model reads as <unk>."""
+        return [t for t in tokens if t.id == 0 and t.raw != self.UNKNOWN]
+
+
 _VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
 
 

@@ -49,7 +49,7 @@ def load(spec: str, device: str = "cpu"):
     cfg, family = model_config(folder)
     source = WeightFiles(folder)
     _check_layers(source, family, cfg)
-    tokenizer = load_tokenizer(folder)
+    tokenizer = load_tokenizer(folder, family)
     Weights.dry_run(source, family, cfg)  # every name and shape, from the headers alone
     from attn_cli import budget
 
@@ -544,11 +544,14 @@ class Weights:
 TOKENIZER_FILES = ("vocab.json", "merges.txt")  # the GPT-2-style pair (or tokenizer.json)
 
 
-def load_tokenizer(folder: Path):
+def load_tokenizer(folder: Path, family=None):
     """The folder's own tokenizer (tokenizer.json, or vocab.json + merges.txt): see
-    hf_tokenizer. Its problems are the checkpoint's problems."""
+    hf_tokenizer; or the family's own (a model trained by attn train names an encoding and its
+    vocabulary in config.json). Its problems are the checkpoint's problems."""
     from attn_cli import hf_tokenizer
 
+    if hasattr(family, "tokenizer"):
+        return family.tokenizer(HFConfig(read_config(folder), folder / "config.json"))
     try:
         return hf_tokenizer.load(folder)
     except ModelLoadError:

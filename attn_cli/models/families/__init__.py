@@ -97,9 +97,10 @@ def families() -> dict:
     """model_type -> family module."""
     from attn_cli.models.families import bert, gpt2, gpt_neo, llama, neox
     from attn_cli.models.families import bart  # encoder–decoder: attn cross (config() refuses)
+    from attn_cli.models.families import attn  # trained by attn train
 
     out = {}
-    for module in (gpt2, gpt_neo, neox, llama, bert, bart):
+    for module in (gpt2, gpt_neo, neox, llama, bert, bart, attn):
         for name in module.NAMES:
             out[name] = module
     return out
