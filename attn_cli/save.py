@@ -9,10 +9,11 @@ Layout, the same in both formats (float32 unless said):
 - `embeddings` (T, d_model): `inspect`'s contextual embeddings.
 - `rollout` (T, T): `rollout`'s matrix.
 - `ids` (T,) int64: the token ids.
-Metadata, str -> str: `format`, `schema_version`, `command`, `text`, `encoding`, and `model`
-and `tokens` as JSON text (the same values as the `--json` document's fields). In .npz it is
-the entry `__metadata__`, a 0-d string array holding that dict as JSON, so `numpy.load(f)`
-reads it without pickles.
+Metadata: `format` ("attn.save"), then the `--json` document's header fields with the same
+values: `schema_version`, `command`, `text`, `encoding`, `model`, `tokens`. safetensors holds
+str -> str, so there the numbers, `model` and `tokens` are JSON text; in .npz it is the entry
+`__metadata__`, a 0-d string array holding one JSON object, so that `numpy.load(f)` reads it
+without pickles.
 
 The file's bytes follow from the capture alone (no dates; metadata in sorted order), and are
 written atomically through `output.write_file`.
@@ -75,9 +76,7 @@ def _write(path: Path, cap: Capture, command: str, arrays: dict[str, np.ndarray]
     the format; `check(path)` was called before the work)."""
     from attn_cli.render import inspect_header
 
-    header = {**inspect_header(cap), "command": command}
-    metadata = {"format": FORMAT_NAME, **{k: v if isinstance(v, str) else _json(v)
-                                          for k, v in header.items()}}
+    metadata = {"format": FORMAT_NAME, **inspect_header(cap), "command": command}
     tensors = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in arrays.items()}
     tensors["ids"] = np.array([t.id for t in cap.tokens], dtype=np.int64)
     if Path(path).suffix.lower() == ".npz":
@@ -91,10 +90,11 @@ def _json(value) -> str:
     return output.dumps(value).decode("utf-8").rstrip("\n")
 
 
-def _safetensors(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+def _safetensors(tensors: dict[str, np.ndarray], metadata: dict) -> bytes:
     from safetensors.numpy import save
 
-    data = save(tensors, metadata=metadata)
+    data = save(tensors, metadata={k: v if isinstance(v, str) else _json(v)
+                                   for k, v in metadata.items()})
     # safetensors writes the metadata in hash order: rewrite the header with it sorted, so the
     # same capture gives the same bytes (8-byte length, JSON header padded with spaces, data)
     n = int.from_bytes(data[:8], "little")
@@ -105,9 +105,9 @@ def _safetensors(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> by
     return len(text).to_bytes(8, "little") + text + data[8 + n:]
 
 
-def _npz(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+def _npz(tensors: dict[str, np.ndarray], metadata: dict) -> bytes:
     """What numpy.savez writes (a zip of .npy files, not compressed), with no dates in it."""
-    entries = {**tensors, "__metadata__": np.array(json.dumps(metadata, ensure_ascii=False))}
+    entries = {**tensors, "__metadata__": np.array(_json(metadata))}
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
         for name, array in entries.items():

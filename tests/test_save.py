@@ -18,18 +18,20 @@ from test_faults_io import attn, failed
 FORMATS = ("safetensors", "npz")
 
 
-def read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """(arrays, metadata) the way a user reads them: safetensors, or numpy.load with no
-    pickles; the metadata is str -> str in both."""
+def read(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """(arrays, metadata) the way a user reads them: numpy.load with no pickles, its
+    `__metadata__` one JSON object; or safetensors, whose str -> str metadata has the
+    numbers, `model` and `tokens` as JSON text."""
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as f:
             arrays = {name: f[name] for name in f.files}
-        meta = json.loads(arrays.pop("__metadata__").item())
-    else:
-        arrays = load_file(path)
-        with safe_open(path, "np") as f:
-            meta = f.metadata()
+        return arrays, json.loads(arrays.pop("__metadata__").item())
+    arrays = load_file(path)
+    with safe_open(path, "np") as f:
+        meta = f.metadata()
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()), meta
+    for key in ("schema_version", "model", "tokens"):
+        meta[key] = json.loads(meta[key])
     return arrays, meta
 
 
@@ -43,11 +45,9 @@ def saved(fmt: str, tmp_path: Path, *args) -> tuple[dict, dict, dict]:
 
 def check_metadata(doc: dict, arrays: dict, meta: dict) -> None:
     assert meta["format"] == "attn.save"
-    assert json.loads(meta["schema_version"]) == doc["schema_version"] == 1
-    for key in ("command", "text", "encoding"):
+    assert meta["schema_version"] == doc["schema_version"] == 1
+    for key in ("command", "text", "encoding", "model", "tokens"):
         assert meta[key] == doc[key], key
-    assert json.loads(meta["model"]) == doc["model"]
-    assert json.loads(meta["tokens"]) == doc["tokens"]
     assert arrays["ids"].dtype == np.int64
     assert arrays["ids"].tolist() == [t["id"] for t in doc["tokens"]]
 
@@ -196,3 +196,12 @@ def test_a_failed_save_leaves_no_half_file(fmt, tmp_path):
     ok("inspect", SENTENCE, "--save", old)
     assert "ids" in read(old)[0]
     assert [p.name for p in tmp_path.iterdir()] == [old.name]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_text_and_tokens_are_kept_exactly(fmt, tmp_path):
+    """Any text: non-ASCII, a partial UTF-8 token, control and bidi characters, quotes."""
+    text = 'naïve "café" 日本語 🙂 a\u202eb\x1b[31m'
+    doc, arrays, meta = saved(fmt, tmp_path, "rollout", text)
+    check_metadata(doc, arrays, meta)
+    assert meta["text"] == text
