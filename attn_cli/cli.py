@@ -103,6 +103,9 @@ Full = Annotated[bool, _view(
     "--full", help="Numeric tables even when wider than the terminal.")]
 Svg = Annotated[Optional[Path], _output("--svg", help="Also save what is printed as SVG.")]
 Html = Annotated[Optional[Path], _output("--html", help="Also save what is printed as HTML.")]
+SaveTo = Annotated[Optional[Path], _output(
+    "--save", help="Also save the numbers as arrays: FILE.safetensors or FILE.npz (layout in the "
+                   "README).", show_default=False)]
 Predict = Annotated[Optional[int], _view(
     "--predict", help="Also each position's K most likely next tokens, with probabilities (the "
                       "model's LM head).", show_default=False)]
@@ -270,7 +273,7 @@ def _dims(value: str) -> int | None:
     return n
 
 
-def _check_formats(json: bool, ndjson: bool, svg, html) -> None:
+def _check_formats(json: bool, ndjson: bool, svg, html, save=None) -> None:
     """Options that cannot go together, and files that cannot be written: before any work."""
     if json and ndjson:
         raise ConfigError("--json and --ndjson are two formats: pick one")
@@ -281,6 +284,10 @@ def _check_formats(json: bool, ndjson: bool, svg, html) -> None:
     for path in (svg, html):
         if path is not None:
             check_writable(path)
+    if save is not None:
+        from attn_cli import save as saving
+
+        saving.check(save)
 
 
 def _capture(opts: ModelOptions, text, file, errors, allow_special, layers, heads,
@@ -404,10 +411,10 @@ def inspect(
         "--reduce-layers", help="With --reduce: also over layers.")] = False,
     precision: Precision = 2, dims: Dims = "8", json: Json = False, ndjson: NDJson = False,
     no_color: NoColor = False, full: Full = False, svg: Svg = None, html: Html = None,
-    predict: Predict = None,
+    predict: Predict = None, save: SaveTo = None,
 ) -> None:
     """Tokens, per-head attention (heat-coloured), top-k attended tokens, embeddings."""
-    _check_formats(json, ndjson, svg, html)
+    _check_formats(json, ndjson, svg, html, save)
     if reduce not in (None, "mean", "max"):
         raise ConfigError(f"--reduce must be mean or max, got {reduce!r}")
     if reduce_layers and reduce is None:
@@ -421,9 +428,12 @@ def inspect(
         cap, preds = _capture_predict(opts, text, file, errors, allow_special, layer, head,
                                       predict)
     from attn_cli import output, render
+    from attn_cli import save as saving
 
     if reduce:
         cap.heads = render.reduced_captures(cap, reduce, reduce_layers)
+    if save is not None:
+        saving.inspect(save, cap)
 
     if json:
         output.write_json(_with_predictions(render.inspect_doc(cap, top_k), cap, preds))
@@ -461,12 +471,12 @@ def heads(
         "--repeat", help="Use N random tokens repeated twice as the input (the standard "
                          "induction-head probe).")] = None,
     precision: Precision = 2, json: Json = False, ndjson: NDJson = False,
-    no_color: NoColor = False, svg: Svg = None, html: Html = None,
+    no_color: NoColor = False, svg: Svg = None, html: Html = None, save: SaveTo = None,
 ) -> None:
     """Every head of one layer side by side, with what kind of head each one is."""
     from attn_cli.render import PATTERN_SCORES
 
-    _check_formats(json, ndjson, svg, html)
+    _check_formats(json, ndjson, svg, html, save)
     if pattern is not None and pattern not in PATTERN_SCORES:
         raise ConfigError(f"--pattern {pattern!r} is not a pattern: choose one of "
                           f"{', '.join(PATTERN_SCORES)}")
@@ -475,8 +485,11 @@ def heads(
     cap = _capture(opts, text, file, errors, allow_special,
                    None if pattern else [layer], None, repeat=repeat)
     from attn_cli import capture, output, render
+    from attn_cli import save as saving
 
     capture.select(cap.config, [layer], None)  # the layer shown must exist
+    if save is not None:
+        saving.heads(save, cap, layer)
     if json or ndjson:
         doc = render.heads_doc(cap, layer, pattern)
         if json:
@@ -540,15 +553,20 @@ def rollout(
     truncate: Truncate = False, device: Device = "cpu",
     top_k: TopK = 3, precision: Precision = 2, json: Json = False,
     no_color: NoColor = False, full: Full = False, svg: Svg = None, html: Html = None,
+    save: SaveTo = None,
 ) -> None:
     """Attention rollout (Abnar & Zuidema 2020): which input tokens each token draws on."""
-    _check_formats(json, False, svg, html)
+    _check_formats(json, False, svg, html, save)
     opts = ModelOptions(layers, heads, d_model, d_ff, seed, causal, encoding, model, device,
                         truncate)
     cap = _capture(opts, text, file, errors, allow_special, None, None)
     from attn_cli import analysis, output, render
+    from attn_cli import save as saving
 
-    rolled = analysis.rollout(render.layer_means(cap))
+    means = render.layer_means(cap)
+    rolled = analysis.rollout(means)
+    if save is not None:
+        saving.rollout(save, cap, means, rolled)
     if json:
         output.write_json(render.rollout_doc(cap, rolled, top_k))
     else:
