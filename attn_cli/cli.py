@@ -1015,3 +1015,4 @@ def main() -> None:
 
 # `attn cross` (SPEC §6) lives in its own module and registers itself on `app` (no torch import).
 from attn_cli import cross_command  # noqa: E402,F401
+from attn_cli import train_command  # noqa: E402,F401  (attn train, attn history: SPEC §8)

@@ -48,6 +48,7 @@ park lake boat train shoe coat bell drum key lamp map pen ring sock table chair 
 wall roof""".split()
 TASK_VOCAB = 64
 PROBE_REPEAT = 20  # the probe: 20 random tokens of the vocabulary, then the same 20 again
+PROBE_TEXT = 40  # with a text, the probe is its first 40 tokens
 MIN_TEXT_TOKENS = 8
 
 
@@ -86,6 +87,26 @@ def initial(options: ModelConfig, vocab: list[int]):
         model.lm_head = torch.nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         model.lm_head.weight.zero_()
     return model
+
+
+def check_memory(options: ModelConfig, n_vocab: int, settings: "Settings") -> None:
+    """Refuse sizes whose training cannot fit, before anything is built: the weights with
+    their gradients and AdamW's two moments, and one step's activations (every block keeps
+    its inputs, attention matrices and MLP for the backward pass)."""
+    from attn_cli import budget
+
+    cfg = replace(options, vocab_size=n_vocab)
+    weights = budget.parameters(cfg) + n_vocab * cfg.d_model  # + the LM head
+    tokens = settings.batch * settings.context
+    per_block = tokens * (8 * cfg.d_model + 3 * cfg.d_ff) \
+        + settings.batch * cfg.n_heads * settings.context ** 2 * 3
+    need = (4 * weights + cfg.n_layers * per_block + 3 * tokens * n_vocab) * budget.FLOAT
+    have = int(budget.available() * budget.HEADROOM)
+    if need > have:
+        raise ConfigError(f"training {cfg.n_layers} layers × d_model {cfg.d_model} on "
+                          f"{settings.batch} × {settings.context} tokens needs about "
+                          f"{budget.human(need)} of memory but about {budget.human(have)} is "
+                          f"free: choose smaller --layers, --d-model, --batch or --context")
 
 
 # ---------------------------------------------------------------- batches
@@ -161,6 +182,7 @@ class Report:
 @dataclass
 class Snapshots:
     steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)  # that step's training loss (0: none)
     weights: list[np.ndarray] = field(default_factory=list)  # each (layers, heads, T, T)
 
 
@@ -196,12 +218,10 @@ class Training:
                 previous = (layer, head, s.previous_token)
         return induction, previous
 
-    def snapshot(self, step: int) -> np.ndarray:
-        weights = self.attention()
-        if self.snapshots is not None:
-            self.snapshots.steps.append(step)
-            self.snapshots.weights.append(weights)
-        return weights
+    def snapshot(self, step: int, loss: float | None) -> None:
+        self.snapshots.steps.append(step)
+        self.snapshots.losses.append(math.nan if loss is None else loss)
+        self.snapshots.weights.append(self.attention())
 
     def __iter__(self) -> Iterator[Report]:
         s, model = self.settings, self.model
@@ -210,7 +230,7 @@ class Training:
         try:
             opt = torch.optim.AdamW(model.parameters(), lr=s.lr)
             if self.snapshots is not None:
-                self.snapshot(0)
+                self.snapshot(0, None)
             total, count, start = 0.0, 0, time.perf_counter()
             for step in range(1, s.steps + 1):
                 batch = next(self.batches)
@@ -222,14 +242,15 @@ class Training:
                 loss.backward()
                 opt.step()
                 model.eval()
-                total, count = total + float(loss.detach()), count + 1
+                value = float(loss.detach())
+                total, count = total + value, count + 1
                 if not math.isfinite(total):
                     raise ConfigError(f"the loss became {total} at step {step}: lower --lr")
-                snap = self.snapshots is not None and step % s.snapshots == 0
-                if snap or step % s.every == 0 or step == s.steps:
-                    weights = self.snapshot(step) if snap else self.attention()
+                if self.snapshots is not None and step % s.snapshots == 0:
+                    self.snapshot(step, value)
+                if step % s.every == 0 or step == s.steps:
                     self.seconds = time.perf_counter() - start
-                    report = Report(step, total / count, *self.scores(weights))
+                    report = Report(step, total / count, *self.scores(self.attention()))
                     self.reports.append(report)
                     total, count = 0.0, 0
                     yield report
@@ -268,19 +289,22 @@ def save(out: Path, model, config: dict, history: list[dict], probe: list[Token]
     is renamed to `out` at the end (and removed if anything fails or is interrupted)."""
     from safetensors.torch import save as st_save
 
+    from attn_cli.output import dumps
+
     parent = out.resolve().parent
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.", suffix=".partial"))
     try:
         weights = {name: t.detach().contiguous() for name, t in model.state_dict().items()}
         files = {
             "model.safetensors": st_save(weights, metadata={"format": "pt"}),
-            "config.json": json.dumps(config, indent=2) + "\n",
-            "training.json": json.dumps({"reports": history}, indent=1) + "\n",
+            "config.json": _config_text(config),
+            "training.json": dumps({"reports": history}),
         }
         if snapshots is not None:
             files["snapshots.safetensors"] = st_save(
                 {"weights": torch.from_numpy(np.stack(snapshots.weights)),
-                 "steps": torch.tensor(snapshots.steps, dtype=torch.int64)},
+                 "steps": torch.tensor(snapshots.steps, dtype=torch.int64),
+                 "loss": torch.tensor(snapshots.losses, dtype=torch.float32)},
                 metadata={"probe": json.dumps([t.to_dict() for t in probe])})
         for name, data in files.items():
             with open(tmp / name, "wb") as f:
@@ -302,24 +326,90 @@ def save(out: Path, model, config: dict, history: list[dict], probe: list[Token]
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _config_text(config: dict) -> str:
+    """config.json, indented, with the vocabulary's ids on one line rather than one each."""
+    text = json.dumps({**config, "vocab": "@vocab"}, indent=2)
+    return text.replace('"@vocab"', json.dumps(config["vocab"])) + "\n"
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
+@dataclass
+class History:
+    """What attn history shows: the reports, and the snapshots of one head."""
+
+    folder: Path
+    reports: list[dict]
+    probe: list[Token]
+    layer: int | None
+    head: int | None
+    steps: list[int]  # snapshot steps (empty without --snapshots)
+    losses: list[float]  # the training loss at each (NaN at step 0)
+    weights: np.ndarray | None  # (S, T, T): the head's attention at each snapshot
+    scores: list  # analysis.HeadScores of the head at each snapshot
+
+
+def load_history(folder: Path, layer: int | None, head: int | None) -> History:
+    """A trained folder's reports, and its snapshots of the head asked for (by default the
+    best induction head of the last snapshot, or the best previous-token head of a text)."""
+    from attn_cli.analysis import head_scores
+
+    try:
+        reports = json.loads((folder / "training.json").read_bytes())["reports"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"could not read {folder / 'training.json'} ({type(exc).__name__}): "
+                         f"train the model again") from None
+    if not (folder / "snapshots.safetensors").is_file():
+        if layer is not None or head is not None:
+            raise InputError(f"{folder} has no snapshots.safetensors: train with --snapshots N "
+                             f"to follow a head's attention as it forms")
+        return History(folder, reports, [], None, None, [], [], None, [])
+    steps, losses, weights, probe = load_snapshots(folder)
+    n_layers, n_heads = weights.shape[1:3]
+    ids = [t.id for t in probe]
+    if layer is None or head is None:
+        final = [[head_scores(weights[-1, li, h], ids) for h in range(n_heads)]
+                 for li in range(n_layers)]
+        key = (lambda s: s.induction or 0.0) if any(
+            (s.induction or 0) > 0 for row in final for s in row) else \
+            (lambda s: s.previous_token)
+        best = max(((li, h) for li in range(n_layers) for h in range(n_heads)
+                    if (layer is None or li == layer) and (head is None or h == head)),
+                   key=lambda lh: key(final[lh[0]][lh[1]]), default=None)
+        if best is None:
+            raise ConfigError(f"--layer {layer} is out of range: this model has layers 0–"
+                              f"{n_layers - 1}")
+        layer, head = best
+    for flag, value, n in (("--layer", layer, n_layers), ("--head", head, n_heads)):
+        if not 0 <= value < n:
+            what = "layers" if flag == "--layer" else "heads"
+            raise ConfigError(f"{flag} {value} is out of range: this model has {what} 0–{n - 1}")
+    picked = weights[:, layer, head]
+    return History(folder, reports, probe, layer, head, steps, losses, picked,
+                   [head_scores(w, ids) for w in picked])
+
+
 def load_snapshots(folder: Path):
-    """(steps, weights (S, layers, heads, T, T), probe tokens) of a trained folder."""
+    """(steps, losses, weights (S, layers, heads, T, T), probe tokens) of a trained folder."""
     from safetensors.numpy import load_file, safe_open
 
     path = folder / "snapshots.safetensors"
-    if not path.is_file():
-        raise InputError(f"{folder} has no snapshots.safetensors: train with --snapshots N to "
-                         f"keep the probe's attention as it forms")
-    tensors = load_file(path)
-    with safe_open(path, "np") as f:
-        probe = json.loads(f.metadata()["probe"])
-    tokens = [Token(t["index"], t["id"], bytes.fromhex(t["bytes"]), t.get("special", False))
-              for t in probe]
-    return tensors["steps"].tolist(), tensors["weights"], tokens
+    try:
+        tensors = load_file(path)
+        with safe_open(path, "np") as f:
+            probe = json.loads(f.metadata()["probe"])
+        tokens = [Token(t["index"], t["id"], bytes.fromhex(t["bytes"]),
+                        t.get("special", False)) for t in probe]
+        steps, losses, weights = tensors["steps"], tensors["loss"], tensors["weights"]
+        if weights.ndim != 5 or not len(steps) == len(losses) == len(weights) \
+                or weights.shape[-1] != len(tokens):
+            raise ValueError("the arrays do not agree")
+    except Exception as exc:  # safetensors raises its own errors; KeyError, ValueError…
+        raise InputError(f"could not read {path} ({type(exc).__name__}): train the model "
+                         f"again") from None
+    return steps.tolist(), losses.tolist(), weights, tokens
 
