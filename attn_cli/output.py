@@ -67,7 +67,8 @@ def _chunks(doc) -> Iterator[bytes]:
         if isinstance(value, Stream):
             opening = b"["
             for item in value.items:
-                yield opening + _dumps(item)
+                yield opening
+                yield _dumps(item)  # not joined to the comma: a record can be megabytes
                 opening = b","
             yield b"[]" if opening == b"[" else b"]"
         else:
@@ -90,17 +91,22 @@ def float_texts(values) -> list[bytes]:
 def causal_matrix(weights):
     """A (T, T) float32 matrix as dumps writes it, as an orjson.Fragment, when its upper
     triangle is exact +0.0 (a causal head): row i's first i+1 values are formatted and the
-    rest is a copied run of ",0.0" (the same bytes as formatting each zero). Any other matrix
-    is returned as it is, for dumps to format."""
+    rest is a copied run of ",0.0" (the same bytes as formatting each zero), joined in one
+    copy. Any other matrix is returned as it is, for dumps to format."""
     import numpy as np
 
     T = weights.shape[0]
-    if weights.dtype != np.float32 or weights.shape != (T, T) or T < 2 or \
-            np.triu(weights.view(np.uint32), 1).any():  # bits: −0.0 would print as -0.0
+    if weights.dtype != np.float32 or weights.shape != (T, T) or T < 2:
         return weights
-    zeros = b",0.0" * (T - 1)
-    rows = [_dumps(weights[i, :i + 1])[:-1] + zeros[:4 * (T - 1 - i)] + b"]" for i in range(T)]
-    return orjson.Fragment(b"[" + b",".join(rows) + b"]")
+    bits = weights.view(np.uint32)  # bits, not values: −0.0 would print as -0.0
+    zeros = memoryview(b",0.0" * (T - 1))
+    parts = [b"["]
+    for i in range(T):
+        if bits[i, i + 1:].any():
+            return weights
+        parts += (memoryview(_dumps(weights[i, :i + 1]))[:-1], zeros[:4 * (T - 1 - i)], b"],")
+    parts[-1] = b"]]"
+    return orjson.Fragment(b"".join(parts))
 
 
 # ---------------------------------------------------------------- standard output

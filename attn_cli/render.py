@@ -751,18 +751,30 @@ def _head_doc(cap: Capture, command: str) -> dict:
 def attention_records(cap: Capture, top_k: int) -> Iterator[dict]:
     """inspect's attention records, one per head in cap.heads order, made as they are asked
     for: entropy and top-k for all the heads of a layer at once, each head's weights and top
-    list already JSON (orjson.Fragment)."""
+    list already JSON (orjson.Fragment). The next layer's entropy and top-k (NumPy, which
+    releases the GIL) are computed on a second thread while this layer's records are written."""
+    from concurrent.futures import ThreadPoolExecutor
+
     prefixes = _key_prefixes(cap.tokens)
-    for (layer, reduced), group in groupby(cap.heads, key=lambda h: (h.layer, h.reduced)):
-        group = list(group)
+    groups = [list(g) for _, g in groupby(cap.heads, key=lambda h: (h.layer, h.reduced))]
+
+    def analyse(group: list[HeadCapture]):
         stack = np.stack([h.weights for h in group])  # (heads, T, T)
-        ent = None if reduced == "max" else analysis.entropy(stack)
-        tops = _top_json(prefixes, *analysis.top_k_arrays(stack, top_k, cap.config.causal,
-                                                          cap.window(layer)))
-        del stack
-        for n, h in enumerate(group):
-            yield {"layer": h.layer, "head": h.head, "weights": output.causal_matrix(h.weights),
-                   "entropy": None if ent is None else ent[n], "top": tops[n]}
+        ent = None if group[0].reduced == "max" else analysis.entropy(stack)
+        return ent, analysis.top_k_arrays(stack, top_k, cap.config.causal,
+                                          cap.window(group[0].layer))
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(analyse, groups[0]) if groups else None
+        for n, group in enumerate(groups):
+            ent, (keys, values) = pending.result()
+            if n + 1 < len(groups):
+                pending = pool.submit(analyse, groups[n + 1])
+            tops = _top_json(prefixes, keys, values)
+            for i, h in enumerate(group):
+                yield {"layer": h.layer, "head": h.head,
+                       "weights": output.causal_matrix(h.weights),
+                       "entropy": None if ent is None else ent[i], "top": tops[i]}
 
 
 def _key_prefixes(tokens: list[Token]) -> list[bytes]:
