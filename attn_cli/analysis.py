@@ -24,17 +24,22 @@ def allowed(T: int, causal: bool, window: int | None = None) -> np.ndarray:
 
 
 def entropy(weights: np.ndarray) -> np.ndarray:
-    """Each row's entropy in nats, -Σ p ln p with 0·ln 0 = 0; float32 of a float64 sum."""
-    out = np.empty(weights.shape[0], dtype=np.float32)
-    for start in range(0, weights.shape[0], _BLOCK):  # row blocks: no T×T float64 temporaries
-        p = weights[start:start + _BLOCK].astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+    """Each row's entropy in nats, -Σ p ln p with 0·ln 0 = 0; float32 of a float64 sum.
+
+    weights: (..., T, C), e.g. every head of a layer at once; returns (..., T)."""
+    flat = weights.reshape(-1, weights.shape[-1])
+    out = np.empty(flat.shape[0], dtype=np.float32)
+    for start in range(0, flat.shape[0], _BLOCK):  # row blocks: no T×T float64 temporaries
+        p = flat[start:start + _BLOCK].astype(np.float64)
+        terms = np.zeros_like(p)
+        np.log(p, out=terms, where=p > 0)  # ln p where p > 0, else 0: 0·ln 0 = 0
+        terms *= p
         out[start:start + _BLOCK] = 0.0 - terms.sum(axis=-1)
-    return out + np.float32(0.0)
+    return (out + np.float32(0.0)).reshape(weights.shape[:-1])  # + 0: no −0.0
 
 
 _BLOCK = 256
+_ARGMAX_UP_TO = 8  # top_k: k argmax passes up to this k, one stable sort per row above it
 
 
 @dataclass(frozen=True)
@@ -43,41 +48,54 @@ class Attended:
     weight: float
 
 
+def top_k_arrays(weights: np.ndarray, k: int, causal: bool, window: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """For each query of (..., T, C) weights (e.g. every head of a layer at once), the k keys
+    with the largest weights, largest first, ties to the lower index: (keys, values), each
+    (..., T, min(k, C)); keys is -1 (and its value 0) past the last visible key, so early
+    queries of a causal head list fewer than k. Masked keys are never listed.
+
+    Vectorised over row blocks: for small k, k passes of argmax (which returns the first of
+    equal maxima: the lower index), each taking the chosen key out; else a stable sort of the
+    negated weights (equal weights keep index order)."""
+    T, C = weights.shape[-2], weights.shape[-1]
+    k = min(k, C)
+    flat = weights.reshape(-1, C)
+    dtype = np.promote_types(weights.dtype, np.float32)
+    keys = np.full((flat.shape[0], k), -1, dtype=np.int64)
+    values = np.zeros((flat.shape[0], k), dtype=dtype)
+    j = np.arange(C)[None, :]
+    for start in range(0, flat.shape[0], _BLOCK):
+        w = flat[start:start + _BLOCK].astype(dtype)  # a copy: keys are overwritten below
+        n = w.shape[0]
+        if causal or window is not None:  # masked keys rank below every visible one
+            i = (np.arange(start, start + n) % T)[:, None]
+            hidden = (i < j) if causal else np.zeros((n, C), dtype=bool)
+            if window is not None:
+                hidden |= i - j >= window
+            w[hidden] = -1.0
+        rows = np.arange(n)
+        if k <= _ARGMAX_UP_TO:
+            for r in range(k):
+                best = w.argmax(axis=1)
+                got = w[rows, best]
+                keys[start:start + n, r] = np.where(got >= 0, best, -1)
+                values[start:start + n, r] = np.where(got >= 0, got, 0)
+                w[rows, best] = -2.0
+        else:
+            best = np.argsort(-w, axis=1, kind="stable")[:, :k]
+            got = np.take_along_axis(w, best, axis=1)
+            keys[start:start + n] = np.where(got >= 0, best, -1)
+            values[start:start + n] = np.where(got >= 0, got, 0)
+    return keys.reshape(*weights.shape[:-1], k), values.reshape(*weights.shape[:-1], k)
+
+
 def top_k(weights: np.ndarray, k: int, causal: bool, window: int | None = None
           ) -> list[list[Attended]]:
-    """For each query, the k keys with the largest weights (ties: lower index first).
-
-    Masked keys are never listed, so early queries of a causal head list fewer than k.
-    Vectorised over every row of a block: a partition finds each row's k-th largest value,
-    every key at or above it is a candidate, and one lexsort orders the candidates by row,
-    weight (descending) and index, so ties at the boundary are settled by index.
-    """
-    T = weights.shape[0]
-    k = min(k, weights.shape[1])
-    out: list[list[Attended]] = []
-    for start in range(0, T, _BLOCK):
-        w = weights[start:start + _BLOCK].astype(np.float64)
-        n_rows, n_cols = w.shape
-        if causal or window is not None:  # masked keys rank below every visible one
-            i = np.arange(n_rows)[:, None] + start
-            j = np.arange(n_cols)[None, :]
-            hidden = (i < j) if causal else np.zeros((1, n_cols), dtype=bool)
-            if window is not None:
-                hidden = hidden | (i - j >= window)
-            w[hidden] = -1.0
-        kth = -np.partition(-w, k - 1, axis=1)[:, k - 1:k]
-        rows, cols = np.nonzero((w >= kth) & (w >= 0))
-        vals = w[rows, cols]
-        order = np.lexsort((cols, -vals, rows))
-        rows, cols, vals = rows[order], cols[order], vals[order]
-        first = np.searchsorted(rows, np.arange(n_rows))
-        keep = (np.arange(len(rows)) - first[rows]) < k
-        rows, cols, vals = rows[keep], cols[keep].tolist(), vals[keep].tolist()
-        bounds = np.searchsorted(rows, np.arange(n_rows + 1)).tolist()
-        for r in range(n_rows):
-            a, b = bounds[r], bounds[r + 1]
-            out.append([Attended(c, v) for c, v in zip(cols[a:b], vals[a:b])])
-    return out
+    """top_k_arrays of one (T, C) matrix as lists of Attended, one list per query."""
+    keys, values = top_k_arrays(weights, k, causal, window)
+    return [[Attended(c, v) for c, v in zip(row_k, row_v) if c >= 0]
+            for row_k, row_v in zip(keys.tolist(), values.tolist())]
 
 
 @dataclass(frozen=True)

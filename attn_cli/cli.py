@@ -438,7 +438,7 @@ def inspect(
     if json:
         output.write_json(_with_predictions(render.inspect_doc(cap, top_k), cap, preds))
     elif ndjson:
-        records = (render.attention_record(cap, h, top_k) for h in cap.heads)
+        records = render.attention_records(cap, top_k)
         records = _then(records, {"embeddings": render.embeddings_record(cap)})
         if preds is not None:
             records = _then(records, _with_predictions({}, cap, preds))

@@ -17,7 +17,7 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,9 +42,71 @@ def _contiguous(obj):
     raise TypeError(f"cannot serialise {type(obj).__name__}")
 
 
+def _dumps(obj) -> bytes:
+    return orjson.dumps(obj, default=_contiguous, option=_JSON_OPTS)
+
+
+class Stream:
+    """A list in a JSON document that is made item by item as it is written: write_json
+    writes each item as soon as it is made (the whole document never sits in memory); dumps
+    gives the same bytes in one piece. Its items can be iterated once."""
+
+    def __init__(self, items: Iterable) -> None:
+        self.items = items
+
+
+def _chunks(doc) -> Iterator[bytes]:
+    """The bytes of dumps(doc), in pieces: one per Stream item, one per other top-level field."""
+    if not isinstance(doc, dict) or not any(isinstance(v, Stream) for v in doc.values()):
+        yield _dumps(doc) + b"\n"
+        return
+    sep = b"{"
+    for key, value in doc.items():
+        yield sep + _dumps(key) + b":"
+        sep = b","
+        if isinstance(value, Stream):
+            opening = b"["
+            for item in value.items:
+                yield opening
+                yield _dumps(item)  # not joined to the comma: a record can be megabytes
+                opening = b","
+            yield b"[]" if opening == b"[" else b"]"
+        else:
+            yield _dumps(value)
+    yield b"}\n"
+
+
 def dumps(doc) -> bytes:
     """Compact JSON; float32 values keep float32 precision; −∞ and NaN become null."""
-    return orjson.dumps(doc, default=_contiguous, option=_JSON_OPTS | orjson.OPT_APPEND_NEWLINE)
+    return b"".join(_chunks(doc))
+
+
+def float_texts(values) -> list[bytes]:
+    """Each value of a 1-D float32 NumPy array as dumps writes it: one call for them all."""
+    if not len(values):
+        return []
+    return _dumps(values)[1:-1].split(b",")
+
+
+def causal_matrix(weights):
+    """A (T, T) float32 matrix as dumps writes it, as an orjson.Fragment, when its upper
+    triangle is exact +0.0 (a causal head): row i's first i+1 values are formatted and the
+    rest is a copied run of ",0.0" (the same bytes as formatting each zero), joined in one
+    copy. Any other matrix is returned as it is, for dumps to format."""
+    import numpy as np
+
+    T = weights.shape[0]
+    if weights.dtype != np.float32 or weights.shape != (T, T) or T < 2:
+        return weights
+    bits = weights.view(np.uint32)  # bits, not values: −0.0 would print as -0.0
+    zeros = memoryview(b",0.0" * (T - 1))
+    parts = [b"["]
+    for i in range(T):
+        if bits[i, i + 1:].any():
+            return weights
+        parts += (memoryview(_dumps(weights[i, :i + 1]))[:-1], zeros[:4 * (T - 1 - i)], b"],")
+    parts[-1] = b"]]"
+    return orjson.Fragment(b"".join(parts))
 
 
 # ---------------------------------------------------------------- standard output
@@ -102,9 +164,11 @@ class ClosedStream:
 
 
 def write_json(doc) -> None:
+    """One document; its Stream lists are written item by item as they are made."""
     with writing_stdout():
         out = sys.stdout.buffer
-        out.write(dumps(doc))
+        for chunk in _chunks(doc):
+            out.write(chunk)
         out.flush()
 
 

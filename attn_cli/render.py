@@ -7,8 +7,10 @@ repr that round-trips), with masked (−∞) scores as null.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import groupby
 
 import numpy as np
 from rich import box
@@ -21,7 +23,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from attn_cli import analysis, safe
+from attn_cli import analysis, output, safe
 from attn_cli.capture import Capture, HeadCapture
 from attn_cli.tokenize import Token
 from attn_cli.tokens_view import SCHEMA_VERSION
@@ -746,22 +748,61 @@ def _head_doc(cap: Capture, command: str) -> dict:
     }
 
 
-def attention_record(cap: Capture, h: HeadCapture, top_k: int) -> dict:
-    return {
-        "layer": h.layer,
-        "head": h.head,
-        "weights": h.weights,
-        "entropy": None if h.reduced == "max" else analysis.entropy(h.weights),
-        "top": top_records(cap, h.weights, top_k, cap.window(h.layer)),
-    }
+def attention_records(cap: Capture, top_k: int) -> Iterator[dict]:
+    """inspect's attention records, one per head in cap.heads order, made as they are asked
+    for: entropy and top-k for all the heads of a layer at once, each head's weights and top
+    list already JSON (orjson.Fragment). The next layer's entropy and top-k (NumPy, which
+    releases the GIL) are computed on a second thread while this layer's records are written."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    prefixes = _key_prefixes(cap.tokens)
+    groups = [list(g) for _, g in groupby(cap.heads, key=lambda h: (h.layer, h.reduced))]
+
+    def analyse(group: list[HeadCapture]):
+        stack = np.stack([h.weights for h in group])  # (heads, T, T)
+        ent = None if group[0].reduced == "max" else analysis.entropy(stack)
+        return ent, analysis.top_k_arrays(stack, top_k, cap.config.causal,
+                                          cap.window(group[0].layer))
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(analyse, groups[0]) if groups else None
+        for n, group in enumerate(groups):
+            ent, (keys, values) = pending.result()
+            if n + 1 < len(groups):
+                pending = pool.submit(analyse, groups[n + 1])
+            tops = _top_json(prefixes, keys, values)
+            for i, h in enumerate(group):
+                yield {"layer": h.layer, "head": h.head,
+                       "weights": output.causal_matrix(h.weights),
+                       "entropy": None if ent is None else ent[i], "top": tops[i]}
 
 
-def top_records(cap: Capture, weights: np.ndarray, top_k: int,
-                window: int | None = None) -> list[dict]:
-    tops = analysis.top_k(weights, top_k, cap.config.causal, window)
-    return [{"query": i, "keys": [{"index": a.index, "token": cap.tokens[a.index].text,
-                                   "weight": f32(a.weight)} for a in keys]}
-            for i, keys in enumerate(tops)]
+def _key_prefixes(tokens: list[Token]) -> list[bytes]:
+    """Per key index j, the JSON of a top entry up to its weight: {"index":j,"token":…,"weight":"""
+    return [b'{"index":%d,"token":%b,"weight":' % (j, output.dumps(t.text)[:-1])
+            for j, t in enumerate(tokens)]
+
+
+def _top_json(prefixes: list[bytes], keys: np.ndarray, values: np.ndarray) -> list:
+    """keys, values (..., T, k) from analysis.top_k_arrays -> per leading index the `top`
+    list [{query, keys: [{index, token, weight}]}] as an orjson.Fragment, every weight
+    formatted in one call."""
+    import orjson
+
+    weights = iter(output.float_texts(values[keys >= 0].astype(np.float32)))
+    out = []
+    for head in keys.reshape(-1, *keys.shape[-2:]).tolist():
+        rows = [b'{"query":%d,"keys":[%b]}' % (i, b",".join(
+            prefixes[j] + next(weights) + b"}" for j in row if j >= 0))
+            for i, row in enumerate(head)]
+        out.append(orjson.Fragment(b"[" + b",".join(rows) + b"]"))
+    return out
+
+
+def top_records(cap: Capture, weights: np.ndarray, top_k: int, window: int | None = None):
+    """The `top` list of one (T, C) matrix, as JSON (an orjson.Fragment)."""
+    keys, values = analysis.top_k_arrays(weights, top_k, cap.config.causal, window)
+    return _top_json(_key_prefixes(cap.tokens), keys, values)[0]
 
 
 def inspect_header(cap: Capture) -> dict:
@@ -769,8 +810,9 @@ def inspect_header(cap: Capture) -> dict:
 
 
 def inspect_doc(cap: Capture, top_k: int) -> dict:
+    """The inspect document; its attention list is an output.Stream, made as it is written."""
     doc = inspect_header(cap)
-    doc["attention"] = [attention_record(cap, h, top_k) for h in cap.heads]
+    doc["attention"] = output.Stream(attention_records(cap, top_k))
     doc["embeddings"] = embeddings_record(cap)
     return doc
 

@@ -137,13 +137,13 @@ def line(label: str, figure: str, reference: str, target: str, detail: str, ok: 
         FAILED.append(label)
     if quick and ok is not None:
         verdict += " (quick sizes)"
-    print(f"{label:<16} {figure:>8}  {reference:<15} {target:<19} {detail}   {verdict}",
+    print(f"{label:<18} {figure:>6}  {reference:<15} {target:<19} {detail}   {verdict}",
           flush=True)
 
 
 def error(label: str, exc: Exception) -> None:
     ERRORS.append(label)
-    print(f"{label:<16} ERROR: {exc}", flush=True)
+    print(f"{label:<18} ERROR: {exc}", flush=True)
 
 
 def runs_note(n: int) -> str:
@@ -249,10 +249,10 @@ def target_long(inp: Inputs, n_tokens: int, n: int, quick: bool) -> None:
     line(f"{label} memory", f"{mem:.2f}x", "HF GPT-2 eager", "(target <= 0.25x)",
          f"attn {median(am):,.0f} MB / HF {median(hm):,.0f} MB peak RSS (same runs; "
          f"{spread(am, hm)})", mem <= 0.25, quick)
-    print(f"{'':<16} both: 4 layers x 8 heads, d_model 256, layer 3 head 0 as JSON to /dev/null, "
+    print(f"{'':<18} both: 4 layers x 8 heads, d_model 256, layer 3 head 0 as JSON to /dev/null, "
           f"written with orjson + OPT_SERIALIZE_NUMPY (attn's serialiser), so this compares the "
           f"model work, not the JSON library\n"
-          f"{'':<16} HF: GPT2Model, eager, output_attentions=True, inference_mode, vocab 50,257, "
+          f"{'':<18} HF: GPT2Model, eager, output_attentions=True, inference_mode, vocab 50,257, "
           f"given the token ids (it does not tokenize; attn does)", flush=True)
 
 
@@ -282,26 +282,152 @@ GPT2_TOKENIZER = [ROOT.parent / "shared" / "fixtures" / "gpt2-tokenizer",
                   ROOT / "shared" / "fixtures" / "gpt2-tokenizer"]
 
 
-def gpt2_small(folder: Path, layers: int, heads: int, d_model: int) -> Path:
-    """A GPT-2-shaped checkpoint with random weights (torch.manual_seed(0)), saved with
-    transformers' save_pretrained beside GPT-2's tokenizer files."""
+def checkpoint(folder: Path, family: str, layers: int, heads: int, d_model: int,
+               kv_heads: int | None = None, d_ff: int | None = None) -> Path:
+    """A checkpoint with random weights (torch.manual_seed(0)), saved as safetensors with
+    transformers' save_pretrained beside a byte-level BPE tokenizer (vocab.json + merges.txt).
+
+    gpt2: GPT2LMHeadModel, GPT-2's tokenizer (vocab 50,257). llama: LlamaForCausalLM (RMSNorm,
+    rotary, SwiGLU, grouped-query attention, untied LM head) with vocab 32,000 and GPT-2's
+    tokenizer cut to its first 32,000 tokens (the 256 bytes and the first 31,744 merges: GPT-2's
+    ids follow its merge ranks), so every id fits the table."""
+    if folder.is_dir():  # built earlier in this run
+        return folder
     tokenizer = next((d for d in GPT2_TOKENIZER if (d / "vocab.json").is_file()), None)
     if tokenizer is None:
         raise BenchError(f"GPT-2's vocab.json and merges.txt are needed beside the checkpoint; "
                          f"looked in {', '.join(map(str, GPT2_TOKENIZER))}")
-    code = (
-        "import sys, torch, transformers as t\n"
-        "torch.manual_seed(0)\n"
-        f"c = t.GPT2Config(n_layer={layers}, n_head={heads}, n_embd={d_model}, "
-        "n_positions=1024, vocab_size=50257)\n"
-        "t.GPT2LMHeadModel(c).save_pretrained(sys.argv[1])\n")
+    if family == "gpt2":
+        make = (f"t.GPT2LMHeadModel(t.GPT2Config(n_layer={layers}, n_head={heads}, "
+                f"n_embd={d_model}, n_positions=1024, vocab_size=50257))")
+    else:
+        make = (f"t.LlamaForCausalLM(t.LlamaConfig(hidden_size={d_model}, "
+                f"num_hidden_layers={layers}, num_attention_heads={heads}, "
+                f"num_key_value_heads={kv_heads}, intermediate_size={d_ff}, "
+                f"vocab_size={LLAMA_VOCAB}, max_position_embeddings=2048, "
+                f"tie_word_embeddings=False))")
+    code = ("import sys, torch, transformers as t\n"
+            "torch.manual_seed(0)\n"
+            f"{make}.save_pretrained(sys.argv[1])\n")
     done = subprocess.run([PY, "-c", code, str(folder)], capture_output=True, text=True,
                           env=child_env())
     if done.returncode != 0:
         raise BenchError(f"could not build the checkpoint: {done.stderr.strip()[-500:]}")
-    for name in ("vocab.json", "merges.txt"):
-        shutil.copy(tokenizer / name, folder / name)
+    if family == "gpt2":
+        for name in ("vocab.json", "merges.txt"):
+            shutil.copy(tokenizer / name, folder / name)
+    else:
+        vocab = json.loads((tokenizer / "vocab.json").read_text(encoding="utf-8"))
+        (folder / "vocab.json").write_text(json.dumps(
+            {tok: i for tok, i in vocab.items() if i < LLAMA_VOCAB}), encoding="utf-8")
+        merges = (tokenizer / "merges.txt").read_text(encoding="utf-8").splitlines()
+        (folder / "merges.txt").write_text(
+            "\n".join(merges[:1 + LLAMA_VOCAB - 256]) + "\n", encoding="utf-8")
     return folder
+
+
+LLAMA_VOCAB = 32000
+
+
+def checkpoint_tokens(source: list[str], where: Path) -> list[dict]:
+    """attn's tokens of a file (`attn tokens --file F` + `source`, e.g. --model DIR) as dicts."""
+    done = subprocess.run(ATTN + ["tokens", "--file", str(where), *source, "--json"],
+                          capture_output=True, text=True, env=child_env())
+    if done.returncode != 0:
+        raise BenchError(f"attn tokens failed: {done.stderr.strip()[-300:]}")
+    return json.loads(done.stdout)["tokens"]
+
+
+def ids_file(tokens: list[dict], path: Path) -> Path:
+    path.write_text(json.dumps([t["id"] for t in tokens]))
+    return path
+
+
+# Cuts a text to exactly N tokens of a checkpoint's own tokenizer, as attn reads the folder.
+_CUT = """
+import json, sys
+from pathlib import Path
+from attn_cli import hf_tokenizer
+tok = hf_tokenizer.load(Path(sys.argv[1]))
+tokens, n = tok.encode(Path(sys.argv[2]).read_text(encoding="utf-8"), False), int(sys.argv[3])
+for cut in sorted(range(max(n - 8, 1), n + 9), key=lambda c: abs(c - n)):
+    try:
+        text = b"".join(t.raw for t in tokens[:cut]).decode("utf-8")
+    except UnicodeDecodeError:  # a cut inside a character
+        continue
+    again = tok.encode(text, False)
+    if len(again) == n:
+        print(json.dumps({"text": text, "ids": [t.id for t in again]}))
+        break
+"""
+
+
+def checkpoint_text(inp: Inputs, folder: Path, n_tokens: int, text: str | None = None
+                    ) -> tuple[Path, Path]:
+    """(text file, ids file) of exactly n_tokens of the checkpoint's own tokenizer: `text`, or
+    the o200k text of make_text (which that tokenizer splits finer), cut at a token boundary
+    that survives re-encoding."""
+    source = inp.tmp / f"{folder.name}_{n_tokens}_source.txt"
+    if text is None:
+        source = inp.text_file(n_tokens)[0]
+    else:
+        source.write_text(text, encoding="utf-8")
+    done = subprocess.run([PY, "-c", _CUT, str(folder), str(source), str(n_tokens)],
+                          capture_output=True, text=True, env=child_env())
+    if done.returncode != 0 or not done.stdout.strip():
+        raise BenchError(f"could not cut the text to exactly {n_tokens} tokens of "
+                         f"{folder.name}: {done.stderr.strip()[-300:]}")
+    cut = json.loads(done.stdout)
+    out = inp.tmp / f"{folder.name}_{n_tokens}.txt"
+    out.write_text(cut["text"], encoding="utf-8")
+    ids = inp.tmp / f"{folder.name}_{n_tokens}_ids.json"
+    ids.write_text(json.dumps(cut["ids"]))
+    return out, ids
+
+
+# family: (layers, heads, kv heads, d_model, d_ff) at full size and --quick size
+REAL_SIZES = {"gpt2": ((12, 12, 12, 768, 3072), (2, 2, 2, 64, 256)),
+              "llama": ((12, 12, 4, 768, 2048), (2, 4, 2, 64, 128))}
+REAL_TARGETS = {"all": (0.7, 0.6), "1 tok": (0.5, 0.6)}  # (wall, memory)
+
+
+def real_checkpoint(inp: Inputs, family: str, quick: bool) -> tuple[Path, tuple]:
+    sizes = REAL_SIZES[family][1 if quick else 0]
+    layers, heads, kv_heads, d_model, d_ff = sizes
+    name = f"{family}-{layers}x{heads}-{d_model}"
+    return checkpoint(inp.tmp / name, family, layers, heads, d_model, kv_heads, d_ff), sizes
+
+
+def target_real(inp: Inputs, family: str, n: int, quick: bool) -> None:
+    """Real-size checkpoints (issue 12): `attn inspect --json` of every head of an n-token
+    text, and loading + one token, each against transformers' eager model writing the
+    attentions and last hidden state with orjson (hf_real.py), paired and alternating."""
+    folder, (layers, heads, kv_heads, d_model, d_ff) = real_checkpoint(inp, family, quick)
+    n_tokens = 64 if quick else 1000
+    cases = {"all": (*checkpoint_text(inp, folder, n_tokens), f"{n_tokens} tokens, every head"),
+             "1 tok": (*checkpoint_text(inp, folder, 1, "The"), "loading + 1 token")}
+    for case, (text, ids, what) in cases.items():
+        attn = ATTN + ["inspect", "--file", str(text), "--model", str(folder), "--json"]
+        hf = [PY, str(HERE / "hf_real.py"), "--model", str(folder), "--ids", str(ids)]
+        a, h = paired(attn, hf, n, 0 if quick else 1)
+        aw, hw = [r.wall for r in a], [r.wall for r in h]
+        am, hm = [r.rss_mb for r in a], [r.rss_mb for r in h]
+        wall_target, mem_target = REAL_TARGETS[case]
+        label = f"{family} {case}"
+        wall, mem = pair_ratio(aw, hw), pair_ratio(am, hm)
+        line(f"{label} wall", f"{wall:.2f}x", "HF eager", f"(target <= {wall_target:.2f}x)",
+             f"attn {median(aw):.2f} s / HF {median(hw):.2f} s ({runs_note(n)}; "
+             f"{spread(aw, hw)})", wall <= wall_target, quick)
+        line(f"{label} memory", f"{mem:.2f}x", "HF eager", f"(target <= {mem_target:.2f}x)",
+             f"attn {median(am):,.0f} MB / HF {median(hm):,.0f} MB peak RSS (same runs; "
+             f"{spread(am, hm)})", mem <= mem_target, quick)
+    kv = f", {kv_heads} kv heads, d_ff {d_ff}" if kv_heads != heads else ""
+    print(f"{'':<18} both: {family}, {layers} layers x {heads} heads{kv}, d_model {d_model}, "
+          f"random weights (safetensors, built with transformers), --json to /dev/null; "
+          f"all: {cases['all'][2]}; 1 tok: {cases['1 tok'][2]}\n"
+          f"{'':<18} HF: AutoModel eager, output_attentions=True, inference_mode, given the ids; "
+          f"attentions + last hidden state in one orjson.dumps (OPT_SERIALIZE_NUMPY)",
+          flush=True)
 
 
 def target_generate(inp: Inputs, n: int, quick: bool) -> None:
@@ -309,19 +435,16 @@ def target_generate(inp: Inputs, n: int, quick: bool) -> None:
     on a GPT-2-small-shaped checkpoint, against transformers' generate with
     output_attentions=True writing the same document (hf_generate.py)."""
     layers, heads, d_model, new = (2, 2, 64, 8) if quick else (12, 12, 768, 64)
-    folder = gpt2_small(inp.tmp / "gpt2-small", layers, heads, d_model)
+    folder = checkpoint(inp.tmp / f"gpt2-{layers}x{heads}-{d_model}", "gpt2", layers, heads,
+                        d_model)
     prompt = inp.tmp / "generate_prompt.txt"
     prompt.write_text(SENTENCE + " because it was tired, and the dog", encoding="utf-8")
-    done = subprocess.run(ATTN + ["tokens", "--file", str(prompt), "--encoding", "gpt2",
-                                  "--json"], capture_output=True, text=True, env=child_env())
-    if done.returncode != 0:
-        raise BenchError(f"attn tokens failed: {done.stderr.strip()[-300:]}")
-    ids = [t["id"] for t in json.loads(done.stdout)["tokens"]]
-    ids_file = inp.tmp / "generate_ids.json"
-    ids_file.write_text(json.dumps(ids))
+    tokens = checkpoint_tokens(["--encoding", "gpt2"], prompt)
+    ids = [t["id"] for t in tokens]
+    ids_path = ids_file(tokens, inp.tmp / "generate_ids.json")
     attn = ATTN + ["generate", "--file", str(prompt), "--model", str(folder), "-n", str(new),
                    "--json"]
-    hf = [PY, str(HERE / "hf_generate.py"), "--model", str(folder), "--ids", str(ids_file),
+    hf = [PY, str(HERE / "hf_generate.py"), "--model", str(folder), "--ids", str(ids_path),
           "-n", str(new)]
     out_a, out_h = str(inp.tmp / "generate_attn.json"), str(inp.tmp / "generate_hf.json")
     a, h = paired(attn, hf, n, 0 if quick else 1, out_a, out_h)
@@ -335,10 +458,10 @@ def target_generate(inp: Inputs, n: int, quick: bool) -> None:
          f"attn {median(aw):.2f} s / HF {median(hw):.2f} s ({runs_note(n)}; {spread(aw, hw)}; "
          f"peak RSS {median(r.rss_mb for r in a):,.0f} / {median(r.rss_mb for r in h):,.0f} MB)",
          wall <= 0.80, quick)
-    print(f"{'':<16} both: {layers} layers x {heads} heads, d_model {d_model}, random weights, "
+    print(f"{'':<18} both: {layers} layers x {heads} heads, d_model {d_model}, random weights, "
           f"{len(ids)}-token prompt, {len(got)} new tokens greedy (the same ids), per token its "
           f"probability, top 5 and each layer's head-mean attention row, as JSON\n"
-          f"{'':<16} HF: GPT2LMHeadModel eager, generate(output_attentions=True, "
+          f"{'':<18} HF: GPT2LMHeadModel eager, generate(output_attentions=True, "
           f"output_logits=True), given the ids (attn tokenizes and decodes)", flush=True)
 
 
@@ -386,6 +509,10 @@ def main() -> int:
     p.add_argument("--generate", action="store_true",
                    help="only the `attn generate` target (the default run ends with it; "
                         "--quick leaves it out unless this is given)")
+    p.add_argument("--real-size", action="store_true",
+                   help="only the real-size targets: GPT-2-small- and Llama-shaped checkpoints, "
+                        "every head of 1,000 tokens and load + one token (the default run ends "
+                        "with them; --quick runs them at tiny sizes)")
     args = p.parse_args()
     n = args.repeats if args.repeats is not None else (1 if args.quick else 9)
     if n < 1:
@@ -423,10 +550,15 @@ def main() -> int:
             ("growth", lambda: growth(inp, sizes, growth_repeats)),
         ]
         generate_step = ("generate", lambda: target_generate(inp, heavy, args.quick))
-        if args.generate:
-            steps = [generate_step]
-        elif not args.quick:
-            steps.append(generate_step)
+        real_steps = [(f"{family} real size", lambda family=family: target_real(
+            inp, family, heavy, args.quick)) for family in REAL_SIZES]
+        if args.generate or args.real_size:
+            steps = ([generate_step] if args.generate else []) + \
+                (real_steps if args.real_size else [])
+        elif args.quick:
+            steps += real_steps
+        else:
+            steps += [generate_step, *real_steps]
         for label, step in steps:
             try:
                 step()

@@ -163,3 +163,51 @@ def test_vectorised_top_k_equals_a_plain_sort(seed):
         keys = sorted((j for j in range(T) if seen[i, j]), key=lambda j: (-w[i, j], j))[:k]
         assert [a.index for a in got[i]] == keys, (i, got[i], keys)
         assert [a.weight for a in got[i]] == [float(w[i, j]) for j in keys]
+
+
+def plain_top(w, k, causal, window):
+    """The definition: each query's visible keys sorted by (−weight, index), the first k."""
+    seen = analysis.allowed(w.shape[0], causal, window)
+    return [sorted((j for j in range(w.shape[1]) if seen[i, j]),
+                   key=lambda j: (-w[i, j], j))[:k] for i in range(w.shape[0])]
+
+
+@pytest.mark.parametrize("k", [1, 3, 8, 9, 12, 40])  # both paths: argmax passes (k <= 8), sort
+@pytest.mark.parametrize("causal,window", [(True, None), (False, None), (True, 4), (False, 3)])
+def test_top_k_arrays_of_stacked_heads_equal_the_definition(k, causal, window):
+    """Several heads at once, (heads, T, T), with more rows than one block and many exact
+    ties: every head's keys and values are those of the plain sort, padded with -1 / 0."""
+    rng = np.random.default_rng(k)
+    heads, T = 3, 130
+    w = rng.integers(0, 5, size=(heads, T, T)).astype(np.float32) / 8
+    keys, values = analysis.top_k_arrays(w, k, causal, window)
+    assert keys.shape == values.shape == (heads, T, min(k, T))
+    for h in range(heads):
+        want = plain_top(w[h], k, causal, window)
+        for i in range(T):
+            n = len(want[i])
+            assert keys[h, i, :n].tolist() == want[i], (h, i)
+            assert (keys[h, i, n:] == -1).all() and (values[h, i, n:] == 0).all()
+            assert values[h, i, :n].tolist() == [float(w[h, i, j]) for j in want[i]]
+        # one head on its own gives the same lists
+        assert [[a.index for a in row] for row in analysis.top_k(w[h], k, causal, window)] \
+            == want
+
+
+def test_top_k_keeps_float64_weights_exact():
+    w = np.array([[1.0, 0.0], [0.1 + 1e-12, 0.1]])  # equal in float32, not in float64
+    assert [a.index for a in analysis.top_k(w, 2, causal=False)[1]] == [0, 1]
+    assert analysis.top_k(w, 1, causal=False)[1][0].weight == 0.1 + 1e-12
+
+
+def test_entropy_of_stacked_heads_is_each_head_s_entropy_bit_for_bit():
+    rng = np.random.default_rng(3)
+    w = np.tril(rng.random((4, 300, 300))).astype(np.float32)
+    w /= w.sum(axis=-1, keepdims=True)
+    stacked = analysis.entropy(w)
+    assert stacked.shape == (4, 300) and stacked.dtype == np.float32
+    for h in range(4):
+        one = analysis.entropy(w[h])
+        assert one.view(np.uint32).tolist() == stacked[h].view(np.uint32).tolist()
+        expected = [-sum(p * math.log(p) for p in row if p > 0) for row in w[h].astype(float)]
+        np.testing.assert_allclose(one, expected, rtol=1e-6)
