@@ -510,14 +510,15 @@ def ranking(cap: Capture, pattern: str) -> list[tuple[int, int, float | None]]:
     return sorted(rows, key=lambda r: (r[2] is None, -(r[2] or 0.0), r[0], r[1]))
 
 
-def ranking_table(cap: Capture, pattern: str, view: View) -> Table:
-    table = Table(title=f"Every head ranked by its {pattern} score", title_justify="left",
-                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+def ranking_table(cap: Capture, pattern: str, view: View) -> Group:
+    """The ranking under its title (a line of its own: a table title wraps to the table's
+    narrow width)."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for name in ("rank", "layer", "head", "score"):
         table.add_column(name, justify="right")
     for n, (layer, head, score) in enumerate(ranking(cap, pattern), start=1):
         table.add_row(str(n), str(layer), str(head), _opt(score, view.precision))
-    return table
+    return Group(Text(f"Every head ranked by its {pattern} score", style="italic"), table)
 
 
 def heads_view(cap: Capture, layer: int, view: View, pattern: str | None = None) -> Group:

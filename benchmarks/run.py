@@ -278,6 +278,25 @@ def target_render(inp: Inputs, n: int) -> None:
          render <= 0.5)
 
 
+def target_train(inp: Inputs, n: int, quick: bool) -> None:
+    """`attn train --out DIR` with the defaults (the induction task, 400 steps): the issue's
+    "under a minute on a 2-core CPU". An absolute target, not a ratio: there is no other
+    trainer of this model to pair it with; `attn train --steps 1` (start-up, building the
+    model, one step, saving) is run alongside to show what the steps themselves cost."""
+    steps = ["--steps", "20"] if quick else []
+    full, one = [], []
+    for i in range(n):
+        full.append(measure(ATTN + ["train", "--out", str(inp.tmp / f"train_{i}"), *steps]))
+        one.append(measure(ATTN + ["train", "--out", str(inp.tmp / f"train1_{i}"),
+                                   "--steps", "1"]))
+    wall, floor = median(r.wall for r in full), median(r.wall for r in one)
+    line("train defaults", f"{wall:.1f} s", "wall time", "(target <= 60 s)",
+         f"attn train --out DIR{' --steps 20' if quick else ''} (induction task, 2 layers x 4 "
+         f"heads, d_model 64, {'20' if quick else '400'} steps x 64 x 40 tokens); --steps 1: "
+         f"{floor:.1f} s; peak RSS {median(r.rss_mb for r in full):,.0f} MB; "
+         f"median of {n} run{'s' if n != 1 else ''}", wall <= 60, quick)
+
+
 GPT2_TOKENIZER = [ROOT.parent / "shared" / "fixtures" / "gpt2-tokenizer",
                   ROOT / "shared" / "fixtures" / "gpt2-tokenizer"]
 
@@ -513,6 +532,8 @@ def main() -> int:
                    help="only the real-size targets: GPT-2-small- and Llama-shaped checkpoints, "
                         "every head of 1,000 tokens and load + one token (the default run ends "
                         "with them; --quick runs them at tiny sizes)")
+    p.add_argument("--train", action="store_true",
+                   help="only the `attn train` target (the default run and --quick include it)")
     args = p.parse_args()
     n = args.repeats if args.repeats is not None else (1 if args.quick else 9)
     if n < 1:
@@ -550,15 +571,16 @@ def main() -> int:
             ("growth", lambda: growth(inp, sizes, growth_repeats)),
         ]
         generate_step = ("generate", lambda: target_generate(inp, heavy, args.quick))
+        train_step = ("train", lambda: target_train(inp, heavy, args.quick))
         real_steps = [(f"{family} real size", lambda family=family: target_real(
             inp, family, heavy, args.quick)) for family in REAL_SIZES]
-        if args.generate or args.real_size:
+        if args.generate or args.real_size or args.train:
             steps = ([generate_step] if args.generate else []) + \
-                (real_steps if args.real_size else [])
+                (real_steps if args.real_size else []) + ([train_step] if args.train else [])
         elif args.quick:
-            steps += real_steps
+            steps += [*real_steps, train_step]
         else:
-            steps += [generate_step, *real_steps]
+            steps += [generate_step, *real_steps, train_step]
         for label, step in steps:
             try:
                 step()

@@ -14,7 +14,8 @@ TARGET_LINES = ("tokens --json", "no torch", "inspect --json", "256 tok wall", "
                 "render 64 tok",
                 # real-size targets at tiny sizes: every head of 64 tokens, load + one token
                 *(f"{family} {case} {what}" for family in ("gpt2", "llama")
-                  for case in ("all", "1 tok") for what in ("wall", "memory")))
+                  for case in ("all", "1 tok") for what in ("wall", "memory")),
+                "train defaults")
 
 
 def test_quick_benchmark_runs_and_reports_every_target():
