@@ -28,8 +28,10 @@ def config(hf: HFConfig) -> ModelConfig:
     if hf.bool("scale_attn_by_inverse_layer_idx", False):
         raise hf.refuse("sets scale_attn_by_inverse_layer_idx; attn supports only GPT-2's plain "
                         "÷√d_k scaling, not an extra 1/(layer+1)")
-    # reorder_and_upcast_attn only changes the order of float operations in half precision;
-    # attn computes in float32, where it is the same attention (the tests hold it equal).
+    # reorder_and_upcast_attn only changes the order of float operations in half precision:
+    # in float32 it is the same attention (the tests hold it equal); under --dtype bfloat16 or
+    # float16 attn's scores stay in that dtype (its softmax is float32 either way), so the two
+    # differ by half-precision rounding of QKᵀ.
     n_embd, n_head = hf.int("n_embd", default=768), hf.int("n_head", default=12)
     if n_embd % n_head:
         raise hf.refuse(f"has n_embd {n_embd}, which n_head {n_head} does not divide: the "
