@@ -98,15 +98,16 @@ def _refuse(what: str, need: int, have: int, way_out: str, memory: str = "memory
                        f"is free: {way_out}")
 
 
-def load_bytes(cfg, dtype: str | None = None) -> int:
-    """The peak of making the model's weights in `dtype` (default cfg.dtype).
+def load_bytes(cfg, dtype: str | None = None, weights: int | None = None) -> int:
+    """The peak of making the model's `weights` (default: parameters(cfg)) in `dtype`
+    (default cfg.dtype).
 
     A checkpoint's weights are mapped from its files or read straight into their place, never
     held twice; one layer's worth on top covers a tensor being converted or regrouped. The
     seeded model draws each layer's weights once more while it builds, in float32, and is then
     rounded to a narrower dtype (both copies are held for that moment)."""
     dtype = dtype or cfg.dtype
-    n, layers = parameters(cfg), max(cfg.n_layers, 1)
+    n, layers = weights or parameters(cfg), max(cfg.n_layers, 1)
     if cfg.source != "seeded":
         need = n * ITEMSIZE[dtype]
         return need + need // layers
@@ -121,10 +122,13 @@ def gpu_free(device: str) -> int:
     return torch.cuda.mem_get_info(torch.device(device))[0]
 
 
-def check_weights(cfg, device: str = "cpu") -> None:
+def check_weights(cfg, device: str = "cpu", weights: int | None = None) -> None:
     """Refuse a model whose weights in cfg.dtype cannot fit where they will live, before one
-    is read: one line with what they need and a way out (a narrower --dtype where it fits)."""
-    need = load_bytes(cfg)
+    is read: one line with what they need and a way out (a narrower --dtype where it fits).
+    `weights`: how many a checkpoint holds, counted from its headers (an untied LM head
+    included); default parameters(cfg)."""
+    n = weights or parameters(cfg)
+    need = load_bytes(cfg, weights=n)
     gpu = device.startswith("cuda")
     have = int((gpu_free(device) if gpu else available()) * HEADROOM)
     if need <= have:
@@ -135,10 +139,10 @@ def check_weights(cfg, device: str = "cpu") -> None:
                       "choose smaller --layers, --d-model or --d-ff")
     way_out = "use a smaller model"
     narrower = [d for d in ("bfloat16", "float16") if ITEMSIZE[d] < ITEMSIZE[cfg.dtype]]
-    if narrower and load_bytes(cfg, narrower[0]) <= have:
-        way_out = (f"pass --dtype {narrower[0]} (about {human(load_bytes(cfg, narrower[0]))})"
-                   f", or use a smaller model")
-    raise _refuse(f"the model in {cfg.source} ({parameters(cfg):,} weights, "
+    if narrower and load_bytes(cfg, narrower[0], n) <= have:
+        way_out = (f"pass --dtype {narrower[0]} (about "
+                   f"{human(load_bytes(cfg, narrower[0], n))}), or use a smaller model")
+    raise _refuse(f"the model in {cfg.source} ({n:,} weights, "
                   f"{cfg.n_layers} layers, d_model {cfg.d_model}) in {cfg.dtype}", need, have,
                   way_out, "GPU memory" if gpu else "memory")
 

@@ -54,10 +54,10 @@ def load(spec: str, device: str = "cpu", dtype: str | None = None):
     cfg = dataclasses.replace(cfg, dtype=dtype or default_dtype(source, device))
     _check_layers(source, family, cfg)
     tokenizer = load_tokenizer(folder)
-    Weights.dry_run(source, family, cfg)  # every name and shape, from the headers alone
+    shapes = Weights.dry_run(source, family, cfg)  # every name and shape, from the headers
     from attn_cli import budget
 
-    budget.check_weights(cfg, device)
+    budget.check_weights(cfg, device, sum(t.numel() for t in shapes.values()))
     tensors = family.convert(Weights(source, family, cfg), cfg)
     source.close()  # the tensors that are mapped keep their file mapped
     model = build(cfg, tensors)
@@ -555,10 +555,11 @@ class Weights:
         self.bad: list[tuple[str, tuple, tuple]] = []
 
     @classmethod
-    def dry_run(cls, files: WeightFiles, family, cfg: ModelConfig) -> None:
+    def dry_run(cls, files: WeightFiles, family, cfg: ModelConfig) -> dict:
+        """What convert will return, as meta tensors (shapes, no data)."""
         w = cls(files, family, cfg, dry=True)
         try:
-            family.convert(w, cfg)
+            shapes = family.convert(w, cfg)
         except (_Stop, RuntimeError):  # shapes too wrong to go on: report what was found
             if not (w.missing or w.bad):
                 raise
@@ -577,6 +578,7 @@ class Weights:
                 f"({describe_sizes(cfg)}) needs {want}: the weights and config.json do not "
                 f"belong together"
             )
+        return shapes
 
     def has(self, name: str) -> bool:
         return name in self.names
