@@ -2,10 +2,11 @@
 
 Every size a user or a config.json can set — layers, widths, the vocabulary, the text's length,
 `--repeat` — is turned into an estimate of the bytes a command will hold at its peak (the
-weights, the matrices it keeps, the activations of one block), and compared with the memory
-this machine has free before anything is built. A refusal is one line with the estimate and a
-way out. `ATTN_MEMORY_LIMIT` (bytes, or with K/M/G) caps the budget further, e.g. for a shared
-machine. No torch here: the estimate is arithmetic on the config.
+weights in their --dtype, the matrices it keeps, the activations of one block), and compared
+with the memory this machine has free before anything is built (a GPU's own free memory for
+the weights under --device cuda). A refusal is one line with the estimate and a way out.
+`ATTN_MEMORY_LIMIT` (bytes, or with K/M/G) caps the budget further, e.g. for a shared machine.
+No torch here (except to ask a GPU what it has free): the estimate is arithmetic on the config.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import re
 
 from attn_cli.errors import ConfigError
 
-FLOAT = 4  # bytes: attn computes in float32
+FLOAT = 4  # bytes: the matrices attn keeps and hands on are float32 whatever the --dtype
+ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}  # bytes per weight, by --dtype
 HEADROOM = 0.8  # of the memory available: the interpreter, torch and the output need the rest
 
 
@@ -90,31 +92,64 @@ def parameters(cfg) -> int:
     return total + cfg.token_types * d
 
 
-def _refuse(what: str, need: int, have: int, way_out: str) -> ConfigError:
-    return ConfigError(f"{what} needs about {human(need)} of memory but about {human(have)} is "
-                       f"free: {way_out}")
+def _refuse(what: str, need: int, have: int, way_out: str, memory: str = "memory"
+            ) -> ConfigError:
+    return ConfigError(f"{what} needs about {human(need)} of {memory} but about {human(have)} "
+                       f"is free: {way_out}")
 
 
-def check_weights(cfg, stored_bytes: int | None = None, device: str = "cpu") -> None:
-    """Refuse a model whose float32 weights (plus loading them once) cannot fit."""
-    need = parameters(cfg) * FLOAT
-    if stored_bytes is not None:  # a checkpoint: the file's tensors pass through memory once
-        need = max(need, stored_bytes) + need // max(cfg.n_layers, 1)
-    else:  # the seeded model draws each layer's weights once more while it builds
-        need += need // max(cfg.n_layers, 1) * 2
-    have = int(available() * HEADROOM)
-    if need > have:
-        what = (f"the model in {cfg.source} ({cfg.n_layers} layers, d_model {cfg.d_model})"
-                if cfg.source != "seeded" else
-                f"a seeded model of {cfg.n_layers} layers × d_model {cfg.d_model}, "
-                f"d_ff {cfg.d_ff}")
-        raise _refuse(what, need, have, "choose smaller --layers, --d-model or --d-ff"
-                      if cfg.source == "seeded" else "use a smaller model")
+def load_bytes(cfg, dtype: str | None = None, weights: int | None = None) -> int:
+    """The peak of making the model's `weights` (default: parameters(cfg)) in `dtype`
+    (default cfg.dtype).
+
+    A checkpoint's weights are mapped from its files or read straight into their place, never
+    held twice; one layer's worth on top covers a tensor being converted or regrouped. The
+    seeded model draws each layer's weights once more while it builds, in float32, and is then
+    rounded to a narrower dtype (both copies are held for that moment)."""
+    dtype = dtype or cfg.dtype
+    n, layers = weights or parameters(cfg), max(cfg.n_layers, 1)
+    if cfg.source != "seeded":
+        need = n * ITEMSIZE[dtype]
+        return need + need // layers
+    need = n * FLOAT + n * FLOAT // layers * 2
+    return need + (n * ITEMSIZE[dtype] if dtype != "float32" else 0)
+
+
+def gpu_free(device: str) -> int:
+    """Bytes free on a CUDA device (torch is imported only here, only for a GPU)."""
+    import torch
+
+    return torch.cuda.mem_get_info(torch.device(device))[0]
+
+
+def check_weights(cfg, device: str = "cpu", weights: int | None = None) -> None:
+    """Refuse a model whose weights in cfg.dtype cannot fit where they will live, before one
+    is read: one line with what they need and a way out (a narrower --dtype where it fits).
+    `weights`: how many a checkpoint holds, counted from its headers (an untied LM head
+    included); default parameters(cfg)."""
+    n = weights or parameters(cfg)
+    need = load_bytes(cfg, weights=n)
+    gpu = device.startswith("cuda")
+    have = int((gpu_free(device) if gpu else available()) * HEADROOM)
+    if need <= have:
+        return
+    if cfg.source == "seeded":
+        raise _refuse(f"a seeded model of {cfg.n_layers} layers × d_model {cfg.d_model}, d_ff "
+                      f"{cfg.d_ff} in {cfg.dtype}", need, have,
+                      "choose smaller --layers, --d-model or --d-ff")
+    way_out = "use a smaller model"
+    narrower = [d for d in ("bfloat16", "float16") if ITEMSIZE[d] < ITEMSIZE[cfg.dtype]]
+    if narrower and load_bytes(cfg, narrower[0], n) <= have:
+        way_out = (f"pass --dtype {narrower[0]} (about "
+                   f"{human(load_bytes(cfg, narrower[0], n))}), or use a smaller model")
+    raise _refuse(f"the model in {cfg.source} ({n:,} weights, "
+                  f"{cfg.n_layers} layers, d_model {cfg.d_model}) in {cfg.dtype}", need, have,
+                  way_out, "GPU memory" if gpu else "memory")
 
 
 def run_bytes(cfg, T: int, kept_heads: int, stages: bool = False) -> int:
     """The peak of one forward pass that keeps `kept_heads` heads' matrices."""
-    weights = parameters(cfg) * FLOAT
+    weights = parameters(cfg) * ITEMSIZE[cfg.dtype]
     per_matrix = T * T * FLOAT
     # kept: weights (and with stages, scores, scaled, masked) in torch, then a NumPy copy
     kept = kept_heads * per_matrix * (4 if stages else 1) * 2

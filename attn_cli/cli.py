@@ -88,6 +88,10 @@ ModelPath = Annotated[Optional[str], _model(
 Truncate = Annotated[bool, _input(
     "--truncate", help="Cut input longer than the model's positions (with a warning).")]
 Device = Annotated[str, _model("--device", help="cpu, cuda or auto.")]
+Dtype = Annotated[Optional[str], _model(
+    "--dtype", help="float32, bfloat16 or float16: the precision the weights are held and "
+                    "computed in (every softmax is float32) [default: float32 on the CPU; on a "
+                    "GPU the checkpoint's own].", show_default=False)]
 LayerList = Annotated[Optional[list[int]], _view(
     "--layer", help="Layer to show (repeatable) [default: all].", show_default=False)]
 HeadList = Annotated[Optional[list[int]], _view(
@@ -178,6 +182,7 @@ class ModelOptions:
     model: str | None
     device: str
     truncate: bool
+    dtype: str | None = None  # None: float32, or a checkpoint's own dtype on a GPU
 
 
 def _resolve_device(name: str):
@@ -200,9 +205,11 @@ def _resolve_device(name: str):
 def build(opts: ModelOptions):
     """(model, tiktoken encoding, encoding name) for the options given."""
     from attn_cli import models as model_lib
-    from attn_cli.models.config import ModelConfig
+    from attn_cli.models.config import ModelConfig, check_dtype
     from attn_cli.tokenize import get_encoding
 
+    if opts.dtype is not None:
+        check_dtype(opts.dtype)  # before a folder is read
     device = _resolve_device(opts.device)
     if opts.model is not None:
         given = [flag for flag, value in (
@@ -218,7 +225,7 @@ def build(opts: ModelOptions):
             )
         from attn_cli.models import checkpoint
 
-        model, encoding = checkpoint.load(opts.model, device=str(device))
+        model, encoding = checkpoint.load(opts.model, device=str(device), dtype=opts.dtype)
         return model, encoding, encoding.name
     cfg = ModelConfig(
         n_layers=2 if opts.layers is None else opts.layers,
@@ -227,13 +234,17 @@ def build(opts: ModelOptions):
         d_ff=opts.d_ff,
         causal=True if opts.causal is None else opts.causal,
         seed=0 if opts.seed is None else opts.seed,
+        # drawn in float32 (the same bits everywhere), then rounded to --dtype if one is given
+        dtype=opts.dtype or "float32",
     )
     name = "o200k_base" if opts.encoding is None else opts.encoding
     encoding = get_encoding(name)
     from attn_cli import budget
 
-    budget.check_weights(cfg)
-    return model_lib.seeded(cfg).to(device), encoding, name
+    budget.check_weights(cfg, str(device))
+    import torch
+
+    return model_lib.seeded(cfg).to(device, getattr(torch, cfg.dtype)), encoding, name
 
 
 def _tokens(text: str, encoding, allow_special: bool, limit: int | None, truncate: bool):
@@ -402,7 +413,7 @@ def inspect(
     encoding: Encoding = None, allow_special: AllowSpecial = False,
     layers: Layers = None, heads: Heads = None, d_model: DModel = None, d_ff: DFF = None,
     seed: Seed = None, causal: Causal = None, model: ModelPath = None,
-    truncate: Truncate = False, device: Device = "cpu",
+    truncate: Truncate = False, device: Device = "cpu", dtype: Dtype = None,
     layer: LayerList = None, head: HeadList = None, top_k: TopK = 3,
     reduce: Annotated[Optional[str], _view(
         "--reduce", help="mean or max over the heads shown: one matrix per layer (one for the "
@@ -420,7 +431,7 @@ def inspect(
     if reduce_layers and reduce is None:
         raise ConfigError("--reduce-layers needs --reduce mean or --reduce max")
     opts = ModelOptions(layers, heads, d_model, d_ff, seed, causal, encoding, model, device,
-                        truncate)
+                        truncate, dtype)
     _dims(dims)
     if predict is None:
         cap, preds = _capture(opts, text, file, errors, allow_special, layer, head), None
@@ -462,7 +473,7 @@ def heads(
     encoding: Encoding = None, allow_special: AllowSpecial = False,
     layers: Layers = None, heads: Heads = None, d_model: DModel = None, d_ff: DFF = None,
     seed: Seed = None, causal: Causal = None, model: ModelPath = None,
-    truncate: Truncate = False, device: Device = "cpu",
+    truncate: Truncate = False, device: Device = "cpu", dtype: Dtype = None,
     layer: Annotated[int, _view("--layer", help="The layer whose heads to show.")] = 0,
     pattern: Annotated[Optional[str], _view(
         "--pattern", help="Rank every head of every layer by one score: previous-token, self, "
@@ -481,7 +492,7 @@ def heads(
         raise ConfigError(f"--pattern {pattern!r} is not a pattern: choose one of "
                           f"{', '.join(PATTERN_SCORES)}")
     opts = ModelOptions(layers, heads, d_model, d_ff, seed, causal, encoding, model, device,
-                        truncate)
+                        truncate, dtype)
     cap = _capture(opts, text, file, errors, allow_special,
                    None if pattern else [layer], None, repeat=repeat)
     from attn_cli import capture, output, render
@@ -508,7 +519,7 @@ def steps(
     encoding: Encoding = None, allow_special: AllowSpecial = False,
     layers: Layers = None, heads: Heads = None, d_model: DModel = None, d_ff: DFF = None,
     seed: Seed = None, causal: Causal = None, model: ModelPath = None,
-    truncate: Truncate = False, device: Device = "cpu",
+    truncate: Truncate = False, device: Device = "cpu", dtype: Dtype = None,
     layer: Annotated[int, _view("--layer", help="Layer of the head.")] = 0,
     head: Annotated[int, _view("--head", help="The head to take apart.")] = 0,
     query: Annotated[Optional[int], _view(
@@ -519,7 +530,7 @@ def steps(
     """The formula stage by stage for one head: X, Q, K, V, QKᵀ, ÷√d_k, + mask, softmax, ·V."""
     _check_formats(json, ndjson, svg, html)
     opts = ModelOptions(layers, heads, d_model, d_ff, seed, causal, encoding, model, device,
-                        truncate)
+                        truncate, dtype)
     _dims(dims)
     cap = _capture(opts, text, file, errors, allow_special, [layer], [head], stages=True)
     if query is not None and not 0 <= query < len(cap.tokens):
@@ -550,7 +561,7 @@ def rollout(
     encoding: Encoding = None, allow_special: AllowSpecial = False,
     layers: Layers = None, heads: Heads = None, d_model: DModel = None, d_ff: DFF = None,
     seed: Seed = None, causal: Causal = None, model: ModelPath = None,
-    truncate: Truncate = False, device: Device = "cpu",
+    truncate: Truncate = False, device: Device = "cpu", dtype: Dtype = None,
     top_k: TopK = 3, precision: Precision = 2, json: Json = False,
     no_color: NoColor = False, full: Full = False, svg: Svg = None, html: Html = None,
     save: SaveTo = None,
@@ -558,7 +569,7 @@ def rollout(
     """Attention rollout (Abnar & Zuidema 2020): which input tokens each token draws on."""
     _check_formats(json, False, svg, html, save)
     opts = ModelOptions(layers, heads, d_model, d_ff, seed, causal, encoding, model, device,
-                        truncate)
+                        truncate, dtype)
     cap = _capture(opts, text, file, errors, allow_special, None, None)
     from attn_cli import analysis, output, render
     from attn_cli import save as saving
@@ -578,6 +589,7 @@ def rollout(
 _SIDE_FLAGS = {"--seed": ("seed", int), "--layers": ("layers", int), "--heads": ("heads", int),
                "--d-model": ("d_model", int), "--d-ff": ("d_ff", int),
                "--encoding": ("encoding", str), "--model": ("model", str),
+               "--dtype": ("dtype", str),
                "--causal": ("causal", True), "--bidirectional": ("causal", False)}
 
 
@@ -634,12 +646,12 @@ def compare(
     text: Text = None, file: File = None, errors: Errors = "strict",
     a: Annotated[str, _model(
         "--a", help="Model options of side A, in quotes: --seed, --layers, --heads, --d-model, "
-                    "--d-ff, --causal/--bidirectional, --encoding, --model.")] = "",
+                    "--d-ff, --causal/--bidirectional, --encoding, --model, --dtype.")] = "",
     b: Annotated[str, _model("--b", help="Model options of side B, likewise.")] = "",
     encoding: Encoding = None, allow_special: AllowSpecial = False,
     layers: Layers = None, heads: Heads = None, d_model: DModel = None, d_ff: DFF = None,
     seed: Seed = None, causal: Causal = None, model: ModelPath = None,
-    truncate: Truncate = False, device: Device = "cpu",
+    truncate: Truncate = False, device: Device = "cpu", dtype: Dtype = None,
     layer: LayerList = None, head: HeadList = None,
     precision: Precision = 2, json: Json = False,
     no_color: NoColor = False, full: Full = False, svg: Svg = None, html: Html = None,
@@ -651,7 +663,7 @@ def compare(
         raise ConfigError('compare needs two different sides: --a "--seed 0" --b "--seed 1", '
                           'for example, or --a --causal --b --bidirectional')
     base = ModelOptions(layers, heads, d_model, d_ff, seed, causal, encoding, model, device,
-                        truncate)
+                        truncate, dtype)
     source = _read(text, file, errors)
     side_a = _side(base, "--a", a, source, allow_special, layer, head)
     side_b = _side(base, "--b", b, source, allow_special, layer, head)
@@ -685,7 +697,7 @@ def plot(
     encoding: Encoding = None, allow_special: AllowSpecial = False,
     layers: Layers = None, heads: Heads = None, d_model: DModel = None, d_ff: DFF = None,
     seed: Seed = None, causal: Causal = None, model: ModelPath = None,
-    truncate: Truncate = False, device: Device = "cpu",
+    truncate: Truncate = False, device: Device = "cpu", dtype: Dtype = None,
     layer: LayerList = None, head: HeadList = None,
     dpi: Annotated[int, _output("--dpi", help="Pixels per inch (PNG).", min=20,
                                 max=600)] = 100,
@@ -697,7 +709,7 @@ def plot(
     plot_lib.require()
     plot_lib.check_path(output)
     opts = ModelOptions(layers, heads, d_model, d_ff, seed, causal, encoding, model, device,
-                        truncate)
+                        truncate, dtype)
     cap = _capture(opts, text, file, errors, allow_special, layer, head)
     plot_lib.save(cap, output, dpi=dpi)
     from attn_cli.render import plural
@@ -753,12 +765,12 @@ def encodings(json: Json = False, no_color: NoColor = False) -> None:
 def model_command(
     layers: Layers = None, heads: Heads = None, d_model: DModel = None, d_ff: DFF = None,
     seed: Seed = None, causal: Causal = None, model: ModelPath = None,
-    encoding: Encoding = None, device: Device = "cpu",
+    encoding: Encoding = None, device: Device = "cpu", dtype: Dtype = None,
     json: Json = False, no_color: NoColor = False,
 ) -> None:
     """The architecture in use: config, parameter count, the shape of every weight."""
     opts = ModelOptions(layers, heads, d_model, d_ff, seed, causal, encoding, model, device,
-                        False)
+                        False, dtype)
     net, _, name = build(opts)
     from attn_cli import output, render
     from attn_cli.models import describe
@@ -783,7 +795,7 @@ def generate(
         "--seed", help="Seeds the sampler, and the weights of the seeded model [default: 0].",
         show_default=False)] = None,
     causal: Causal = None, model: ModelPath = None,
-    truncate: Truncate = False, device: Device = "cpu",
+    truncate: Truncate = False, device: Device = "cpu", dtype: Dtype = None,
     new: Annotated[int, typer.Option("-n", "--new-tokens", help="Tokens to generate.")] = 10,
     temperature: Annotated[Optional[float], typer.Option(
         "--temperature", help="Sample from softmax(logits / T) instead of greedy (0: greedy).",
@@ -824,7 +836,7 @@ def generate(
     sampling.check()
     # with --model, --seed seeds only the sampler: the checkpoint fixes its own weights
     opts = ModelOptions(layers, heads, d_model, d_ff, seed if model is None else None, causal,
-                        encoding, model, device, truncate)
+                        encoding, model, device, truncate, dtype)
     net, enc, name = build(opts)
     lm_head = gen.LMHead(net, enc)
     watch = gen.watch_list(net.cfg, layer, head)

@@ -216,7 +216,8 @@ class LMHead:
         s = torch.zeros(T, dtype=torch.float64, device=self.device)
         best = (-math.inf, -1, 0.0)  # (score, id, logit) of the Gumbel draw
         for start, rows in self.blocks(T):
-            logits = F.linear(h, rows)  # (T, B): what nn.Linear(bias=False) computes
+            # (T, B): what nn.Linear(bias=False) computes; in float32 under any --dtype
+            logits = F.linear(h, rows.to(h.dtype))
             wide = logits.double()
             new_m = torch.maximum(m, wide.max(dim=1).values)
             s = s * torch.exp(m - new_m) + torch.exp(wide - new_m[:, None]).sum(dim=1)

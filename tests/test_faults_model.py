@@ -186,21 +186,91 @@ def test_unknown_family_lists_the_supported_ones(tiny, tmp_path):
     assert_one_line_error(proc, "model_type 'mamba'", "gpt_neox", "llama", "roberta")
 
 
-def test_refusals_do_not_allocate(tiny, tmp_path):
-    """A refusal costs what a normal start costs: its peak memory stays near a tiny run's."""
-    import resource  # noqa: F401  (Linux: ru_maxrss of children)
+def peak_kb(*args, env=CAPPED) -> int:
+    """The peak RSS (KB) of `attn ARGS` run in a child of a bare interpreter (Linux)."""
+    import sys
 
     script = ("import resource, subprocess, sys; "
               "subprocess.run([sys.executable, '-m', 'attn_cli', *sys.argv[1:]], "
               "capture_output=True); "
               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    import sys
+    out = subprocess.run([sys.executable, "-c", script, *map(str, args)],
+                         capture_output=True, env=env, timeout=120)
+    return int(out.stdout.decode().split()[-1])
 
-    def peak(*args) -> int:
-        out = subprocess.run([sys.executable, "-c", script, *map(str, args)],
-                             capture_output=True, env=CAPPED, timeout=120)
-        return int(out.stdout.decode().split()[-1])
 
-    base = peak("inspect", "hi", "--json")
+def test_refusals_do_not_allocate(tiny, tmp_path):
+    """A refusal costs what a normal start costs: its peak memory stays near a tiny run's."""
+    base = peak_kb("inspect", "hi", "--json")
     for args in (["inspect", "hi", "--layers", "100000"], ["heads", "--repeat", str(10**9)]):
-        assert peak(*args) < base + 100_000, args  # KB: within 100 MB of a normal run
+        assert peak_kb(*args) < base + 100_000, args  # KB: within 100 MB of a normal run
+
+
+# --- a model bigger than the memory: refused before a weight is read ------------------------------
+
+LLAMA_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                max_position_embeddings=8192, rope_theta=500000.0, tie_word_embeddings=False,
+                model_type="llama")
+
+
+@pytest.fixture(scope="session")
+def huge(tmp_path_factory) -> Path:
+    """A Llama-3-8B-shaped checkpoint in a few kB of disk: its config.json, and a safetensors
+    file whose header names every tensor (bfloat16, 16 GB in all) and whose data is a hole.
+    Headers and config agree, so only the memory budget can refuse it."""
+    folder = tmp_path_factory.mktemp("huge") / "llama-8b"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(LLAMA_8B))
+    d, ff, v = LLAMA_8B["hidden_size"], LLAMA_8B["intermediate_size"], LLAMA_8B["vocab_size"]
+    kv = d // LLAMA_8B["num_attention_heads"] * LLAMA_8B["num_key_value_heads"]
+    shapes = {"model.embed_tokens.weight": (v, d), "model.norm.weight": (d,),
+              "lm_head.weight": (v, d)}
+    for i in range(LLAMA_8B["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        shapes.update({p + "self_attn.q_proj.weight": (d, d), p + "self_attn.k_proj.weight":
+                       (kv, d), p + "self_attn.v_proj.weight": (kv, d),
+                       p + "self_attn.o_proj.weight": (d, d), p + "mlp.gate_proj.weight":
+                       (ff, d), p + "mlp.up_proj.weight": (ff, d), p + "mlp.down_proj.weight":
+                       (d, ff), p + "input_layernorm.weight": (d,),
+                       p + "post_attention_layernorm.weight": (d,)})
+    header, end = {"__metadata__": {"format": "pt"}}, 0
+    for name, shape in shapes.items():
+        n = 2 * shape[0] * (shape[1] if len(shape) > 1 else 1)
+        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [end, end + n]}
+        end += n
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(folder / "model.safetensors", "wb") as f:
+        f.write(len(blob).to_bytes(8, "little") + blob)
+        f.truncate(8 + len(blob) + end)  # sparse: no block of the 16 GB is written
+    for file in ("vocab.json", "merges.txt"):
+        shutil.copy(FIXTURES / file, folder / file)
+    return folder
+
+
+@pytest.mark.parametrize("dtype, needs", [(None, "33.1 GB"), ("float32", "33.1 GB"),
+                                          ("bfloat16", "16.6 GB"), ("float16", "16.6 GB")])
+def test_a_model_too_big_is_refused_with_what_it_needs(huge, dtype, needs):
+    extra = ["--dtype", dtype] if dtype else []
+    proc = attn("inspect", "hi", "--model", huge, "--layer", "20", "--head", "3", *extra,
+                env=CAPPED)
+    assert_one_line_error(proc, f"in {dtype or 'float32'} needs about {needs} of memory",
+                          "8,030,261,248 weights", "32 layers", "is free", "smaller model")
+
+
+def test_a_model_too_big_is_refused_without_allocating(tiny, huge):
+    base = peak_kb("inspect", "hi", "--json", "--model", tiny)
+    assert peak_kb("inspect", "hi", "--model", huge, "--dtype", "bfloat16") < base + 100_000
+
+
+def test_the_refusal_offers_a_narrower_dtype_that_fits(tiny):
+    """Float32 weights of the tiny model (808k, 3.2 MB, plus a layer's worth while loading)
+    do not fit in 80% of 6 MB; bfloat16 ones do, and the message says so."""
+    small = _env(ATTN_MEMORY_LIMIT="6M")
+    proc = attn("inspect", "hi", "--model", tiny, env=small)
+    assert_one_line_error(proc, "in float32 needs about 6.5 MB", "pass --dtype bfloat16 (about "
+                          "3.2 MB)")
+    proc = attn("inspect", "hi", "--model", tiny, "--dtype", "bfloat16", "--json", env=small)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["model"]["family"] == "gpt2"

@@ -52,6 +52,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
     Returns the output (…, nh, T_q, hs) and the stages: always "weights"; with keep_stages also
     "scores" (QKᵀ), "scaled" (÷√d_k, or the scores themselves when scale is False) and
     "masked" (−∞ where a key is hidden: after the query when causal, or outside the window).
+    Scores are computed in the dtype of q and k (bfloat16 or float16 under --dtype); the
+    softmax always in float32, and "weights" stays float32.
     """
     nh, T_q, hs = q.shape[-3:]
     k, v = expand_kv(k, nh), expand_kv(v, nh)
@@ -68,9 +70,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
         att = att.masked_fill(~seen, float("-inf"))
     if keep_stages:
         stages["masked"] = att
-    att = torch.softmax(att, dim=-1)
+    # the softmax in float32 whatever the model's dtype (as transformers' eager Llama does);
+    # the weights are kept in float32 and rounded to the model's dtype only to weigh V
+    att = torch.softmax(att, dim=-1, dtype=torch.float32)
     stages["weights"] = att
-    return att @ v, stages
+    return att.to(v.dtype) @ v, stages
 
 
 def rope_frequencies(rotary_dim: int, theta: float, scaling: dict | None = None) -> torch.Tensor:

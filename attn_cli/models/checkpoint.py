@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import re
 import warnings
@@ -30,7 +31,7 @@ import torch
 
 from attn_cli.errors import AttnError, ModelLoadError
 from attn_cli.models import transformer
-from attn_cli.models.config import ModelConfig
+from attn_cli.models.config import DTYPES, ModelConfig
 from attn_cli.models.families import HFConfig, families, supported
 
 SAFETENSORS = "model.safetensors"
@@ -40,21 +41,25 @@ CONFIG_LIMIT = 4 * 2**20  # bytes: real config.json files are a few kB
 CONFIG_DEPTH = 64  # nesting: real config.json files are 3 or 4 deep
 
 
-def load(spec: str, device: str = "cpu"):
+def load(spec: str, device: str = "cpu", dtype: str | None = None):
     """The model and tokenizer of a checkpoint folder or cached hub name.
 
-    Returns (Transformer in eval mode on `device`, tokenizer).
+    Returns (Transformer in eval mode on `device`, tokenizer). `dtype` (float32, bfloat16,
+    float16) is what the weights are held and computed in; None: float32 on the CPU, the
+    checkpoint's own dtype elsewhere.
     """
     folder = resolve(spec)
     cfg, family = model_config(folder)
     source = WeightFiles(folder)
+    cfg = dataclasses.replace(cfg, dtype=dtype or default_dtype(source, device))
     _check_layers(source, family, cfg)
     tokenizer = load_tokenizer(folder, family)
-    Weights.dry_run(source, family, cfg)  # every name and shape, from the headers alone
+    shapes = Weights.dry_run(source, family, cfg)  # every name and shape, from the headers
     from attn_cli import budget
 
-    budget.check_weights(cfg, source.nbytes(), device)
+    budget.check_weights(cfg, device, sum(t.numel() for t in shapes.values()))
     tensors = family.convert(Weights(source, family, cfg), cfg)
+    source.close()  # the tensors that are mapped keep their file mapped
     model = build(cfg, tensors)
     vocab = cfg.vocab_size
     if tokenizer.max_token_value >= vocab:
@@ -301,15 +306,26 @@ def _corrupt(path: Path, exc: BaseException) -> ModelLoadError:
     )
 
 
+# safetensors' names of the floating dtypes (the other dtypes are not weights attn can use)
+_FLOATS = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16,
+           "F16": torch.float16}
+CHUNK = 16 * 2**20  # bytes read at a time where the stored dtype is converted
+
+
 class WeightFiles:
-    """The folder's weights: names and shapes from the headers; a tensor only when asked."""
+    """The folder's weights: names, shapes and dtypes from the headers; a tensor only when
+    asked, either mapped from its file (`tensor`: no copy, the file's pages are the weight) or
+    read into memory the caller owns (`read_into`: for a conversion or a concatenation, where
+    the file is read, not mapped, so its bytes never sit in this process beside the result)."""
 
     def __init__(self, folder: Path):
         self.folder = folder
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.dtypes: dict[str, str] = {}
         self._where: dict[str, Path] = {}  # tensor name -> safetensors file
-        self._state: dict[str, torch.Tensor] | None = None  # pytorch_model.bin, read whole
+        self._span: dict[str, tuple[int, int]] = {}  # tensor name -> its bytes in that file
+        self._open: dict[Path, object] = {}  # safe_open handles, kept while loading
+        self._state: dict[str, torch.Tensor] | None = None  # pytorch_model.bin, mapped whole
         for name in (SAFETENSORS, SAFETENSORS_INDEX, PYTORCH_BIN):
             if (folder / name).is_file():
                 self.path = folder / name
@@ -365,6 +381,13 @@ class WeightFiles:
                     self.shapes[key] = tuple(piece.get_shape())
                     self.dtypes[key] = str(piece.get_dtype())
                     self._where[key] = path
+            # safe_open checked the header; its byte ranges count from the header's end
+            with open(path, "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(n))
+            for key in self.shapes.keys() & header.keys():
+                begin, end = header[key]["data_offsets"]
+                self._span[key] = (8 + n + begin, 8 + n + end)
         except Exception as exc:  # SafetensorError, OSError, ...: the file cannot be read
             raise _corrupt(path, exc) from None
 
@@ -401,32 +424,80 @@ class WeightFiles:
             self.shapes[key] = tuple(tensor.shape)
             self.dtypes[key] = str(tensor.dtype)
 
-    def nbytes(self) -> int:
-        """Bytes of every tensor, as stored."""
-        total = 0
-        for key, shape in self.shapes.items():
-            n = 1
-            for s in shape:
-                n *= s
-            total += n * _itemsize(self.dtypes[key])
-        return total
+    def stored(self, key: str) -> torch.dtype | None:
+        """The dtype a tensor is stored in; None if it is not floating point."""
+        if self._state is not None:
+            dtype = self._state[key].dtype
+            return dtype if dtype.is_floating_point else None
+        return _FLOATS.get(self.dtypes[key])
 
     def tensor(self, key: str) -> torch.Tensor:
+        """The tensor as stored, mapped from its file (copy-on-write): no byte is copied."""
         if self._state is not None:
             return self._state[key]
         from safetensors import safe_open
 
         path = self._where[key]
         try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                return f.get_tensor(key)
+            if path not in self._open:
+                self._open[path] = safe_open(str(path), framework="pt", device="cpu")
+            return self._open[path].get_tensor(key)
         except Exception as exc:
             raise _corrupt(path, exc) from None
 
+    def read_into(self, key: str, out: torch.Tensor) -> None:
+        """Fill `out` (contiguous, the tensor's size, a floating dtype) with the tensor,
+        converted CHUNK bytes at a time where `out` has another dtype. A safetensors file is
+        read, not mapped: `out` is the only copy this process holds."""
+        if self._state is not None:
+            out.copy_(self._state[key].reshape(out.shape))
+            return
+        stored, flat = self.stored(key), out.view(-1)
+        path = self._where[key]
+        try:
+            with open(path, "rb", buffering=0) as f:
+                f.seek(self._span[key][0])
+                if stored == out.dtype:
+                    _read_exactly(f, flat)
+                    return
+                step = max(1, CHUNK // stored.itemsize)
+                buffer = torch.empty(min(step, flat.numel()), dtype=stored)
+                for start in range(0, flat.numel(), step):
+                    piece = buffer[:min(step, flat.numel() - start)]
+                    _read_exactly(f, piece)
+                    flat[start:start + piece.numel()].copy_(piece)
+        except OSError as exc:
+            raise _corrupt(path, exc) from None
 
-def _itemsize(dtype: str) -> int:
-    digits = "".join(ch for ch in dtype if ch.isdigit())
-    return max(1, int(digits) // 8) if digits else 4
+    def close(self) -> None:
+        """Let go of the open files (tensors mapped from them keep their own mapping)."""
+        self._open.clear()
+
+
+def _read_exactly(f, dest: torch.Tensor) -> None:
+    """Read dest's bytes (a contiguous 1-D tensor) from the file's current position."""
+    view = memoryview(dest.view(torch.uint8).numpy()).cast("B")
+    done = 0
+    while done < len(view):
+        n = f.readinto(view[done:])
+        if not n:
+            raise OSError("the file ends before the tensor does")
+        done += n
+
+
+def default_dtype(files: WeightFiles, device: str) -> str:
+    """--dtype when none is given: float32 on the CPU; on a GPU the dtype that most of the
+    checkpoint's bytes are stored in (float32 where that is none attn computes in)."""
+    if torch.device(device).type == "cpu":
+        return "float32"
+    held: dict[torch.dtype, int] = {}
+    for key, shape in files.shapes.items():
+        dtype = files.stored(key)
+        if dtype is not None:
+            held[dtype] = held.get(dtype, 0) + math.prod(shape) * dtype.itemsize
+    most = max(held, key=held.get) if held else torch.float32
+    name = str(most).removeprefix("torch.")
+    return name if name in DTYPES else "float32"
 
 
 def _check_layers(files: WeightFiles, family, cfg: ModelConfig) -> None:
@@ -468,21 +539,27 @@ def _meta(shape: tuple[int, ...]) -> torch.Tensor:
 
 
 class Weights:
-    """What a family's `convert` reads: `get(name, shape)` checks the name and the shape (as
-    stored) and returns the tensor in float32. A dry run checks every name and shape from the
-    headers alone and reports the first problem, with how many more there are."""
+    """What a family's `convert` reads: `get(name, shape)` and `cat(parts)` check each name and
+    shape (as stored) and return tensors in cfg.dtype, finite. A dry run checks every name and
+    shape from the headers alone and reports the first problem, with how many more there are.
+
+    No weight is held twice: a tensor stored in cfg.dtype is mapped from its file and used as
+    it is; one that is converted, or concatenated with others (Q, K and V into one projection),
+    is read from the file straight into the memory of the result."""
 
     def __init__(self, files: WeightFiles, family, cfg: ModelConfig, dry: bool = False):
         self.files, self.cfg, self.dry = files, cfg, dry
+        self.dtype = getattr(torch, cfg.dtype)
         self.names = {_strip(k, family.PREFIXES): k for k in files.shapes}
         self.missing: list[str] = []
         self.bad: list[tuple[str, tuple, tuple]] = []
 
     @classmethod
-    def dry_run(cls, files: WeightFiles, family, cfg: ModelConfig) -> None:
+    def dry_run(cls, files: WeightFiles, family, cfg: ModelConfig) -> dict:
+        """What convert will return, as meta tensors (shapes, no data)."""
         w = cls(files, family, cfg, dry=True)
         try:
-            family.convert(w, cfg)
+            shapes = family.convert(w, cfg)
         except (_Stop, RuntimeError):  # shapes too wrong to go on: report what was found
             if not (w.missing or w.bad):
                 raise
@@ -501,42 +578,82 @@ class Weights:
                 f"({describe_sizes(cfg)}) needs {want}: the weights and config.json do not "
                 f"belong together"
             )
+        return shapes
 
     def has(self, name: str) -> bool:
         return name in self.names
 
-    def get(self, name: str, shape: tuple[int, ...], alias: str | None = None) -> torch.Tensor:
-        """The tensor `name` (or, if absent, `alias`: the same matrix under another name, such
-        as a tied LM head or an old checkpoint's LayerNorm.gamma)."""
+    def _key(self, name: str, shape: tuple[int, ...], alias: str | None = None) -> str | None:
+        """The checkpoint's key for `name` (or `alias`) after checking its shape; None (noted
+        as missing) if it has neither."""
         if name not in self.names and alias is not None and alias in self.names:
             name = alias
         if name not in self.names:
             self.missing.append(name)
-            return _meta(shape)
+            return None
         key = self.names[name]
         found = self.files.shapes[key]
         if found != tuple(shape):
             self.bad.append((name, found, tuple(shape)))
             raise _Stop
-        if self.dry:
+        if not self.dry and self.files.stored(key) is None:
+            raise ModelLoadError(
+                f"tensor {name} in {self.cfg.source} is {self.files.dtypes[key]}, not floating "
+                f"point: the weights file is not a {self.cfg.family} checkpoint"
+            )
+        return key
+
+    def get(self, name: str, shape: tuple[int, ...], alias: str | None = None,
+            own: bool = False) -> torch.Tensor:
+        """The tensor `name` (or, if absent, `alias`: the same matrix under another name, such
+        as a tied LM head or an old checkpoint's LayerNorm.gamma). Mapped from the file where
+        it is stored in cfg.dtype; read into memory of its own where it is converted, or where
+        `own` says the converter rearranges it (its copy is then the only one)."""
+        key = self._key(name, shape, alias)
+        if key is None or self.dry:
             return _meta(shape)
-        tensor = self.files.tensor(key)
-        if not tensor.is_floating_point():
-            raise ModelLoadError(
-                f"tensor {name} in {self.cfg.source} is {tensor.dtype}, not floating point: "
-                f"the weights file is not a {self.cfg.family} checkpoint"
-            )
-        tensor = tensor.to(torch.float32)
-        # NaN and ±inf both reach the extremes (max and min propagate NaN): two reductions,
-        # no tensor-sized temporary
-        extremes = (tensor.amax(), tensor.amin()) if tensor.numel() else ()
-        if not all(torch.isfinite(x) for x in extremes):
-            raise ModelLoadError(
-                f"tensor {name} in {self.cfg.source} holds NaN or infinite values: the "
-                f"checkpoint is corrupt (or was trained into a broken state); download or save "
-                f"it again"
-            )
+        if own or self.files.stored(key) != self.dtype:
+            tensor = torch.empty(shape, dtype=self.dtype)
+            self.files.read_into(key, tensor)
+        else:
+            tensor = self.files.tensor(key)
+        self._check_finite(name, key, tensor)
         return tensor
+
+    def cat(self, parts: list[tuple[str, tuple[int, ...]]]) -> torch.Tensor:
+        """torch.cat of the tensors that `parts` names ((name, shape) each) along the first
+        dimension, each read from its file straight into its rows of the result."""
+        keys = [self._key(name, shape) for name, shape in parts]
+        shape = (sum(s[0] for _, s in parts), *parts[0][1][1:])
+        if self.dry or None in keys:
+            return _meta(shape)
+        out = torch.empty(shape, dtype=self.dtype)
+        row = 0
+        for (name, (rows, *_)), key in zip(parts, keys):
+            self.files.read_into(key, out[row:row + rows])
+            self._check_finite(name, key, out[row:row + rows])
+            row += rows
+        return out
+
+    def _check_finite(self, name: str, key: str, tensor: torch.Tensor) -> None:
+        if _finite(tensor):
+            return
+        if tensor.dtype != self.files.stored(key) and _finite(self.files.tensor(key)):
+            limit = torch.finfo(tensor.dtype).max
+            raise ModelLoadError(
+                f"tensor {name} in {self.cfg.source} holds values beyond {self.cfg.dtype}'s "
+                f"range (±{limit:,.0f}): load it with --dtype bfloat16 or --dtype float32")
+        raise ModelLoadError(
+            f"tensor {name} in {self.cfg.source} holds NaN or infinite values: the "
+            f"checkpoint is corrupt (or was trained into a broken state); download or save "
+            f"it again"
+        )
+
+
+def _finite(tensor: torch.Tensor) -> bool:
+    """No NaN or ±inf: both reach the extremes (max and min propagate NaN), so two reductions
+    and no tensor-sized temporary."""
+    return not tensor.numel() or all(torch.isfinite(x) for x in (tensor.amax(), tensor.amin()))
 
 
 # --- tokenizer ------------------------------------------------------------------------------------
@@ -576,7 +693,8 @@ def _no_embedding_init():
 
 
 def build(cfg: ModelConfig, tensors: dict[str, torch.Tensor]) -> transformer.Transformer:
-    """A Transformer for cfg holding these tensors (our names, our shapes, float32).
+    """A Transformer for cfg holding these tensors (our names, our shapes, cfg.dtype): the
+    tensors themselves, mapped or read, not copies.
 
     The module is made on the meta device, so no random init is spent on weights that are
     about to be replaced; every parameter is then assigned from the tensors.

@@ -15,6 +15,13 @@ MAX_SEED = 2**32 - 1  # torch's CPU generator keeps 32 bits of a seed
 NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("sinusoidal", "learned", "rotary", "none")
 ACTIVATIONS = ("gelu_tanh", "gelu", "silu", "relu")
+DTYPES = ("float32", "bfloat16", "float16")  # what --dtype takes; torch.<name> is the dtype
+
+
+def check_dtype(name: str) -> None:
+    if name not in DTYPES:
+        raise ConfigError(f"--dtype must be {', '.join(DTYPES[:-1])} or {DTYPES[-1]}, got "
+                          f"{name!r}")
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,7 @@ class ModelConfig:
     token_types: int = 0  # rows of BERT's token-type embedding; 0: none
     pad_id: int | None = None  # RoBERTa's padding index (positions skip it)
     tie_embeddings: bool = True  # the LM head is the token embedding (where there is one)
+    dtype: str = "float32"  # the weights' and the computation's precision (softmax: float32)
 
     def __post_init__(self) -> None:
         for flag, value in (("--layers", self.n_layers), ("--heads", self.n_heads),
@@ -79,6 +87,7 @@ class ModelConfig:
             raise ConfigError(f"unknown norm {self.norm!r}")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"unknown activation {self.activation!r}")
+        check_dtype(self.dtype)
         if self.windows and len(self.windows) != self.n_layers:
             raise ConfigError(f"{len(self.windows)} attention windows for {self.n_layers} layers")
         if self.rotary_dim is not None and not (0 < self.rotary_dim <= self.d_head

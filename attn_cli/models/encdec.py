@@ -292,7 +292,7 @@ def load(spec: str, device: str = "cpu"):
                                    convert=lambda w, _cfg: bart.convert_encdec(w, enc, dec))
     checkpoint.Weights.dry_run(files, family, enc)
     for cfg in (enc, dec):
-        budget.check_weights(cfg, files.nbytes() // 2, device)
+        budget.check_weights(cfg, device)
     tensors = bart.convert_encdec(checkpoint.Weights(files, family, enc), enc, dec, scale)
     model = build(enc, dec, tensors, start)
     if tokenizer.max_token_value >= enc.vocab_size:

@@ -250,6 +250,11 @@ class Transformer(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' dtype, which the computation follows (cfg.dtype)."""
+        return next(self.parameters()).dtype
+
     def position_ids(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
         """Row of the position table for each token: start, start + 1, … plus the family's
         offset; with a padding index (RoBERTa, an encoder: start is 0), pad tokens take that
@@ -273,24 +278,26 @@ class Transformer(nn.Module):
             x = self.wte(id_t)
         else:
             x = torch.from_numpy(seeded_token_embeddings(ids, cfg.seed, cfg.d_model))
-            x = x.to(self.device)
+            x = x.to(self.device, self.dtype)
         if self.wtt is not None:  # every token is of type 0: one segment
             x = x + self.wtt(torch.zeros_like(id_t))
         if self.wpe is not None:
             x = x + self.wpe(self.position_ids(id_t, start))
         elif cfg.positions == "sinusoidal":
-            x = x + sinusoidal_rows(start, T, cfg.d_model).to(self.device)
+            x = x + sinusoidal_rows(start, T, cfg.d_model).to(self.device, x.dtype)
         if self.ln_emb is not None:
             x = self.ln_emb(x)
         return x
 
-    def rope(self, T: int):
-        """cos and sin of every position for rotary families, else None."""
+    def rope(self, T: int, start: int = 0):
+        """cos and sin of positions start … start+T−1 for rotary families, else None: computed
+        in float32, then rounded to the model's dtype (as transformers' rotary embedding)."""
         if not self.cfg.rotary:
             return None
         scaling = dict(self.cfg.rope_scaling) or None
         inv = rope_frequencies(self.cfg.rotary, self.cfg.rope_theta, scaling)
-        return rope_cos_sin(torch.arange(T, device=self.device), inv)
+        cos, sin = rope_cos_sin(torch.arange(start, start + T, device=self.device), inv)
+        return cos.to(self.dtype), sin.to(self.dtype)
 
     @torch.inference_mode()
     def forward(self, ids: list[int], keep: dict[int, tuple[int, ...]] | None = None,
@@ -344,11 +351,7 @@ class Transformer(nn.Module):
             raise ValueError(f"KV cache of {cache.capacity} positions cannot take {start + T}")
         out = Forward()
         x = self.embed(ids, start)
-        rope = None
-        if self.cfg.rotary:
-            scaling = dict(self.cfg.rope_scaling) or None
-            inv = rope_frequencies(self.cfg.rotary, self.cfg.rope_theta, scaling)
-            rope = rope_cos_sin(torch.arange(start, start + T, device=self.device), inv)
+        rope = self.rope(T, start)
         for layer, block in enumerate(self.h):
             heads = tuple(sorted(set(keep.get(layer, ()))))
             past = (cache.keys[layer], cache.values[layer])

@@ -80,8 +80,6 @@ def _norm(w, ours: str, theirs: str, d: int, out: dict) -> None:
 
 def convert_encdec(w, enc: ModelConfig, dec: ModelConfig, scale: float = 1.0) -> dict:
     """BART's names → encoder.* and decoder.* of `encdec.EncoderDecoder`."""
-    import torch
-
     out: dict = {}
     d = enc.d_model
     for side, cfg in (("encoder", enc), ("decoder", dec)):
@@ -97,19 +95,19 @@ def convert_encdec(w, enc: ModelConfig, dec: ModelConfig, scale: float = 1.0) ->
         for i in range(cfg.n_layers):
             o, t = f"{p}h.{i}.", f"{q}layers.{i}."
             s = t + "self_attn."
-            out[o + "attn.c_attn.weight"] = torch.cat(
-                [w.get(s + f"{x}_proj.weight", (d, d)) for x in ("q", "k", "v")])
-            out[o + "attn.c_attn.bias"] = torch.cat(
-                [w.get(s + f"{x}_proj.bias", (d,)) for x in ("q", "k", "v")])
+            out[o + "attn.c_attn.weight"] = w.cat(
+                [(s + f"{x}_proj.weight", (d, d)) for x in ("q", "k", "v")])
+            out[o + "attn.c_attn.bias"] = w.cat(
+                [(s + f"{x}_proj.bias", (d,)) for x in ("q", "k", "v")])
             _linear(w, o + "attn.c_proj", s + "out_proj", (d, d), out)
             _norm(w, o + "ln_1", t + "self_attn_layer_norm", d, out)
             if side == "decoder":
                 c = t + "encoder_attn."
                 _linear(w, o + "crossattn.c_q", c + "q_proj", (d, d), out)
-                out[o + "crossattn.c_kv.weight"] = torch.cat(
-                    [w.get(c + f"{x}_proj.weight", (d, d)) for x in ("k", "v")])
-                out[o + "crossattn.c_kv.bias"] = torch.cat(
-                    [w.get(c + f"{x}_proj.bias", (d,)) for x in ("k", "v")])
+                out[o + "crossattn.c_kv.weight"] = w.cat(
+                    [(c + f"{x}_proj.weight", (d, d)) for x in ("k", "v")])
+                out[o + "crossattn.c_kv.bias"] = w.cat(
+                    [(c + f"{x}_proj.bias", (d,)) for x in ("k", "v")])
                 _linear(w, o + "crossattn.c_proj", c + "out_proj", (d, d), out)
                 _norm(w, o + "ln_x", t + "encoder_attn_layer_norm", d, out)
             _linear(w, o + "mlp.c_fc", t + "fc1", (ff, d), out)

@@ -53,8 +53,6 @@ def _norm(w, ours: str, theirs: str, d: int, out: dict) -> None:
 
 
 def convert(w, cfg: ModelConfig) -> dict:
-    import torch
-
     d, ff = cfg.d_model, cfg.d_ff
     e = "embeddings."
     out = {"wte.weight": w.get(e + "word_embeddings.weight", (cfg.vocab_size, d)),
@@ -65,10 +63,10 @@ def convert(w, cfg: ModelConfig) -> dict:
     for i in range(cfg.n_layers):
         p, q = f"h.{i}.", f"encoder.layer.{i}."
         s = q + "attention.self."
-        out[p + "attn.c_attn.weight"] = torch.cat(
-            [w.get(s + f"{x}.weight", (d, d)) for x in ("query", "key", "value")])
-        out[p + "attn.c_attn.bias"] = torch.cat(
-            [w.get(s + f"{x}.bias", (d,)) for x in ("query", "key", "value")])
+        out[p + "attn.c_attn.weight"] = w.cat(
+            [(s + f"{x}.weight", (d, d)) for x in ("query", "key", "value")])
+        out[p + "attn.c_attn.bias"] = w.cat(
+            [(s + f"{x}.bias", (d,)) for x in ("query", "key", "value")])
         out[p + "attn.c_proj.weight"] = w.get(q + "attention.output.dense.weight", (d, d))
         out[p + "attn.c_proj.bias"] = w.get(q + "attention.output.dense.bias", (d,))
         _norm(w, p + "ln_1", q + "attention.output.LayerNorm", d, out)

@@ -28,8 +28,10 @@ def config(hf: HFConfig) -> ModelConfig:
     if hf.bool("scale_attn_by_inverse_layer_idx", False):
         raise hf.refuse("sets scale_attn_by_inverse_layer_idx; attn supports only GPT-2's plain "
                         "÷√d_k scaling, not an extra 1/(layer+1)")
-    # reorder_and_upcast_attn only changes the order of float operations in half precision;
-    # attn computes in float32, where it is the same attention (the tests hold it equal).
+    # reorder_and_upcast_attn only changes the order of float operations in half precision:
+    # in float32 it is the same attention (the tests hold it equal); under --dtype bfloat16 or
+    # float16 attn's scores stay in that dtype (its softmax is float32 either way), so the two
+    # differ by half-precision rounding of QKᵀ.
     n_embd, n_head = hf.int("n_embd", default=768), hf.int("n_head", default=12)
     if n_embd % n_head:
         raise hf.refuse(f"has n_embd {n_embd}, which n_head {n_head} does not divide: the "
@@ -52,11 +54,15 @@ def convert(w, cfg: ModelConfig) -> dict:
         for ln in ("ln_1", "ln_2"):
             out[p + ln + ".weight"] = w.get(p + ln + ".weight", (d,))
             out[p + ln + ".bias"] = w.get(p + ln + ".bias", (d,))
-        # Conv1D stores (in, out); a transposed view, not a copy: nn.Linear then runs the very
-        # matmul GPT-2's Conv1D runs on the same memory, so the projections agree bit for bit.
+        # Conv1D stores (in, out). In float32 a transposed view, not a copy: nn.Linear then runs
+        # the very matmul GPT-2's Conv1D runs on the same memory, so the projections agree bit
+        # for bit. In bfloat16 or float16 a CPU multiplies by a transposed weight ten times
+        # slower: read it into memory of its own and lay it out (out, in) (the read is freed).
+        half = cfg.dtype != "float32"
         for name, shape in (("attn.c_attn", (d, 3 * d)), ("attn.c_proj", (d, d)),
                             ("mlp.c_fc", (d, ff)), ("mlp.c_proj", (ff, d))):
-            out[p + name + ".weight"] = w.get(p + name + ".weight", shape).t()
+            weight = w.get(p + name + ".weight", shape, own=half).t()
+            out[p + name + ".weight"] = weight.contiguous() if half else weight
             out[p + name + ".bias"] = w.get(p + name + ".bias", (shape[1],))
     out["ln_f.weight"] = w.get("ln_f.weight", (d,))
     out["ln_f.bias"] = w.get("ln_f.bias", (d,))

@@ -52,15 +52,12 @@ def config(hf: HFConfig) -> ModelConfig:
 
 
 def convert(w, cfg: ModelConfig) -> dict:
-    import torch
-
     d, ff = cfg.d_model, cfg.d_ff
     out = {"wte.weight": w.get("wte.weight", (cfg.vocab_size, d), alias="lm_head.weight"),
            "wpe.weight": w.get("wpe.weight", (cfg.n_positions, d))}
     for i in range(cfg.n_layers):
         p, a = f"h.{i}.", f"h.{i}.attn.attention."
-        out[p + "attn.c_attn.weight"] = torch.cat(
-            [w.get(a + f"{x}_proj.weight", (d, d)) for x in "qkv"])
+        out[p + "attn.c_attn.weight"] = w.cat([(a + f"{x}_proj.weight", (d, d)) for x in "qkv"])
         out[p + "attn.c_proj.weight"] = w.get(a + "out_proj.weight", (d, d))
         out[p + "attn.c_proj.bias"] = w.get(a + "out_proj.bias", (d,))
         out[p + "mlp.c_fc.weight"] = w.get(p + "mlp.c_fc.weight", (ff, d))

@@ -88,28 +88,26 @@ def config(hf: HFConfig) -> ModelConfig:
 
 
 def convert(w, cfg: ModelConfig) -> dict:
-    import torch
-
     d, ff, hs = cfg.d_model, cfg.d_ff, cfg.d_head
     q_out, kv_out = cfg.n_heads * hs, cfg.kv_heads * hs
     out = {"wte.weight": w.get("embed_tokens.weight", (cfg.vocab_size, d))}
     for i in range(cfg.n_layers):
         p, a, m = f"h.{i}.", f"layers.{i}.self_attn.", f"layers.{i}.mlp."
         sizes = {"q": q_out, "k": kv_out, "v": kv_out}
-        out[p + "attn.c_attn.weight"] = torch.cat(
-            [w.get(a + f"{x}_proj.weight", (n, d)) for x, n in sizes.items()])
+        out[p + "attn.c_attn.weight"] = w.cat(
+            [(a + f"{x}_proj.weight", (n, d)) for x, n in sizes.items()])
         if cfg.qkv_bias:
-            out[p + "attn.c_attn.bias"] = torch.cat(
-                [w.get(a + f"{x}_proj.bias", (n,)) for x, n in sizes.items()])
+            out[p + "attn.c_attn.bias"] = w.cat(
+                [(a + f"{x}_proj.bias", (n,)) for x, n in sizes.items()])
         out[p + "attn.c_proj.weight"] = w.get(a + "o_proj.weight", (d, q_out))
         if cfg.out_bias:
             out[p + "attn.c_proj.bias"] = w.get(a + "o_proj.bias", (d,))
-        out[p + "mlp.c_fc.weight"] = torch.cat(
-            [w.get(m + "gate_proj.weight", (ff, d)), w.get(m + "up_proj.weight", (ff, d))])
+        out[p + "mlp.c_fc.weight"] = w.cat(
+            [(m + "gate_proj.weight", (ff, d)), (m + "up_proj.weight", (ff, d))])
         out[p + "mlp.c_proj.weight"] = w.get(m + "down_proj.weight", (d, ff))
         if cfg.mlp_bias:
-            out[p + "mlp.c_fc.bias"] = torch.cat(
-                [w.get(m + "gate_proj.bias", (ff,)), w.get(m + "up_proj.bias", (ff,))])
+            out[p + "mlp.c_fc.bias"] = w.cat(
+                [(m + "gate_proj.bias", (ff,)), (m + "up_proj.bias", (ff,))])
             out[p + "mlp.c_proj.bias"] = w.get(m + "down_proj.bias", (d,))
         out[p + "ln_1.weight"] = w.get(f"layers.{i}.input_layernorm.weight", (d,))
         out[p + "ln_2.weight"] = w.get(f"layers.{i}.post_attention_layernorm.weight", (d,))

@@ -54,12 +54,13 @@ def convert(w, cfg: ModelConfig) -> dict:
     out = {"wte.weight": w.get("embed_in.weight", (cfg.vocab_size, d))}
     for i in range(cfg.n_layers):
         p, q = f"h.{i}.", f"layers.{i}."
-        fused = w.get(q + "attention.query_key_value.weight", (3 * d, d))
+        # read into memory of its own: the regrouping below copies it (and frees this)
+        fused = w.get(q + "attention.query_key_value.weight", (3 * d, d), own=True)
         # rows are [q_0 k_0 v_0 q_1 k_1 v_1 …], hs each: regroup as [Q; K; V]
         out[p + "attn.c_attn.weight"] = fused.view(nh, 3, hs, d).transpose(0, 1).reshape(3 * d, d)
         out[p + "attn.c_proj.weight"] = w.get(q + "attention.dense.weight", (d, d))
         if cfg.qkv_bias:
-            b = w.get(q + "attention.query_key_value.bias", (3 * d,))
+            b = w.get(q + "attention.query_key_value.bias", (3 * d,), own=True)
             out[p + "attn.c_attn.bias"] = b.view(nh, 3, hs).transpose(0, 1).reshape(3 * d)
             out[p + "attn.c_proj.bias"] = w.get(q + "attention.dense.bias", (d,))
         out[p + "mlp.c_fc.weight"] = w.get(q + "mlp.dense_h_to_4h.weight", (ff, d))
