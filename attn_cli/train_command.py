@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -98,9 +99,7 @@ def train(
         vocab = tr.text_vocabulary(ids)
         tokenizer = VocabTokenizer(enc, vocab)
         rows = torch.tensor([tokenizer.rows[i] for i in ids])
-        settings = tr.Settings(settings.steps, settings.batch, settings.lr,
-                               min(context or 64, len(ids) - 1), settings.every,
-                               settings.snapshots)
+        settings = replace(settings, context=min(context or 64, len(ids) - 1))
         settings.check()
         probe = tokenizer.encode(source)[:tr.PROBE_TEXT]
         batches = tr.text_batches(g, rows, settings.batch, settings.context)

@@ -11,7 +11,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from attn_cli.render import View, _fmt, panels, plural
+from attn_cli.render import View, _fmt, _opt, panels, plural
 from attn_cli.tokens_view import SCHEMA_VERSION
 
 BAR = 12  # characters for a score of 1
@@ -97,10 +97,6 @@ def history_view(hist, view: View, maps: int) -> RenderableType:
     parts.append(panels(hist.probe, [(f"step {hist.steps[i]}", hist.weights[i], masked)
                                      for i in shown], view))
     return Group(*parts)
-
-
-def _opt(value: float | None, precision: int) -> str:
-    return "–" if value is None else _fmt(value, precision)
 
 
 def _best_doc(best: dict | None) -> str:
