@@ -76,20 +76,36 @@ def available() -> int:
 
 def parameters(cfg) -> int:
     """The number of weights a ModelConfig describes, exactly (without building it)."""
-    d, hs, nh, kvh, ff = cfg.d_model, cfg.d_head, cfg.n_heads, cfg.kv_heads, cfg.d_ff
-    norm = d * (1 if cfg.norm == "rmsnorm" else 2)
-    qkv = (nh + 2 * kvh) * hs
-    fc = ff * (2 if cfg.gated_mlp else 1)
-    per_layer = (d * qkv + qkv * cfg.qkv_bias  # Q, K, V
-                 + nh * hs * d + d * cfg.out_bias  # output projection
-                 + d * fc + fc * cfg.mlp_bias + ff * d + d * cfg.mlp_bias  # MLP
-                 + 2 * norm)
-    total = cfg.n_layers * per_layer + norm * (cfg.final_norm + cfg.embed_norm)
+    norm = cfg.d_model * (1 if cfg.norm == "rmsnorm" else 2)
+    total = cfg.n_layers * block_parameters(cfg) + norm * (cfg.final_norm + cfg.embed_norm)
+    d = cfg.d_model
     if cfg.vocab_size:
         total += cfg.vocab_size * d
     if cfg.positions == "learned" and cfg.n_positions:
         total += (cfg.n_positions + cfg.position_offset) * d
     return total + cfg.token_types * d
+
+
+def block_parameters(cfg) -> int:
+    """The weights of one block."""
+    d, hs, nh, kvh, ff = cfg.d_model, cfg.d_head, cfg.n_heads, cfg.kv_heads, cfg.d_ff
+    norm = d * (1 if cfg.norm == "rmsnorm" else 2)
+    qkv = (nh + 2 * kvh) * hs
+    fc = ff * (2 if cfg.gated_mlp else 1)
+    return (d * qkv + qkv * cfg.qkv_bias  # Q, K, V
+            + nh * hs * d + d * cfg.out_bias  # output projection
+            + d * fc + fc * cfg.mlp_bias + ff * d + d * cfg.mlp_bias  # MLP
+            + 2 * norm)
+
+
+def held_weights(cfg, weights: int | None = None, streamed: bool = False) -> int:
+    """How many of the model's `weights` (default parameters(cfg)) are in memory at once:
+    all of them; or, streamed (checkpoint.load), all but the blocks' and two blocks' worth
+    (the one that runs, and room for reading the next one)."""
+    n = weights or parameters(cfg)
+    if not streamed or cfg.n_layers <= 2:
+        return n
+    return n - (cfg.n_layers - 2) * block_parameters(cfg)
 
 
 def _refuse(what: str, need: int, have: int, way_out: str, memory: str = "memory"
@@ -122,12 +138,14 @@ def gpu_free(device: str) -> int:
     return torch.cuda.mem_get_info(torch.device(device))[0]
 
 
-def check_weights(cfg, device: str = "cpu", weights: int | None = None) -> None:
+def check_weights(cfg, device: str = "cpu", weights: int | None = None,
+                  streamed: bool = False) -> None:
     """Refuse a model whose weights in cfg.dtype cannot fit where they will live, before one
     is read: one line with what they need and a way out (a narrower --dtype where it fits).
     `weights`: how many a checkpoint holds, counted from its headers (an untied LM head
-    included); default parameters(cfg)."""
-    n = weights or parameters(cfg)
+    included); default parameters(cfg). streamed: see held_weights."""
+    total = weights or parameters(cfg)
+    n = held_weights(cfg, total, streamed)
     need = load_bytes(cfg, weights=n)
     gpu = device.startswith("cuda")
     have = int((gpu_free(device) if gpu else available()) * HEADROOM)
@@ -142,16 +160,21 @@ def check_weights(cfg, device: str = "cpu", weights: int | None = None) -> None:
     if narrower and load_bytes(cfg, narrower[0], n) <= have:
         way_out = (f"pass --dtype {narrower[0]} (about "
                    f"{human(load_bytes(cfg, narrower[0], n))}), or use a smaller model")
-    raise _refuse(f"the model in {cfg.source} ({n:,} weights, "
-                  f"{cfg.n_layers} layers, d_model {cfg.d_model}) in {cfg.dtype}", need, have,
-                  way_out, "GPU memory" if gpu else "memory")
+    held = ", read a block at a time" if n < total else ""
+    raise _refuse(f"the model in {cfg.source} ({total:,} weights, "
+                  f"{cfg.n_layers} layers, d_model {cfg.d_model}{held}) in {cfg.dtype}", need,
+                  have, way_out, "GPU memory" if gpu else "memory")
 
 
-def run_bytes(cfg, T: int, kept_heads: int, stages: bool = False) -> int:
-    """The peak of one forward pass that keeps `kept_heads` heads' matrices."""
-    weights = parameters(cfg) * ITEMSIZE[cfg.dtype]
+def run_bytes(cfg, T: int, kept_heads: int, stages: bool = False, streamed: bool = False
+              ) -> int:
+    """The peak of one forward pass that keeps `kept_heads` heads' matrices (streamed: the
+    weights as held_weights counts them)."""
+    head = 0 if cfg.tie_embeddings or not cfg.vocab_size else cfg.vocab_size * cfg.d_model
+    weights = (held_weights(cfg, None, streamed) + head) * ITEMSIZE[cfg.dtype]
     per_matrix = T * T * FLOAT
-    # kept: weights (and with stages, scores, scaled, masked) in torch, then a NumPy copy
+    # kept: weights (and with stages, scores, scaled, masked) in torch, and counted twice for
+    # a NumPy copy (made of a GPU's tensors; on the CPU, NumPy shares a float32 tensor's memory)
     kept = kept_heads * per_matrix * (4 if stages else 1) * 2
     # one block at a time: every head's scores, masked scores and weights when they are explicit
     heads_now = cfg.n_heads if T <= 512 else max(kept_heads, 1)
@@ -162,9 +185,10 @@ def run_bytes(cfg, T: int, kept_heads: int, stages: bool = False) -> int:
     return weights + kept + activations + hidden
 
 
-def check_run(cfg, T: int, kept_heads: int, stages: bool = False) -> None:
+def check_run(cfg, T: int, kept_heads: int, stages: bool = False, streamed: bool = False
+              ) -> None:
     """Refuse a forward pass that cannot fit, before the model or the text is touched."""
-    need = run_bytes(cfg, T, kept_heads, stages)
+    need = run_bytes(cfg, T, kept_heads, stages, streamed)
     have = int(available() * HEADROOM)
     if need > have:
         heads = f"{kept_heads} head{'s' if kept_heads != 1 else ''}"

@@ -7,6 +7,7 @@ out of the forward pass.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,7 +34,10 @@ class Capture:
     config: ModelConfig
     heads: list[HeadCapture]  # ordered by (layer, head)
     hidden: list[np.ndarray]  # residual stream after each block, (T, d_model)
-    embeddings: np.ndarray  # LN_f(final hidden state), (T, d_model)
+    embeddings: np.ndarray | None  # LN_f(final hidden state), (T, d_model); None until run
+    # capture.stream: each layer's heads, still to be made (heads, hidden and embeddings are
+    # filled in as this is read); None once they are all in `heads`
+    pending: Iterator[list[HeadCapture]] | None = None
 
     def window(self, layer: int) -> int | None:
         """Layer `layer`'s attention window (None: none; a reduced matrix over layers has none)."""
@@ -69,6 +73,22 @@ def select(config: ModelConfig, layers: list[int] | None, heads: list[int] | Non
 def run(model, text: str, encoding: str, tokens: list[Token],
         keep: dict[int, tuple[int, ...]], stages: bool = False) -> Capture:
     """Run the model once on the tokens and copy out what `keep` names."""
+    cap = stream(model, text, encoding, tokens, keep, stages, ahead=0)
+    cap.heads = [head for layer in cap.pending for head in layer]
+    cap.pending = None
+    return cap
+
+
+def stream(model, text: str, encoding: str, tokens: list[Token],
+           keep: dict[int, tuple[int, ...]], stages: bool = False, ahead: int = 2) -> Capture:
+    """run(), a layer at a time: a Capture whose heads are still to come, as cap.pending: an
+    iterator of each layer's kept heads (ordered by head) as the forward pass makes them.
+    When it ends, cap.hidden and cap.embeddings are filled in.
+
+    ahead > 0: the forward pass runs on a thread of its own, at most `ahead` layers ahead of
+    the reader, so that a layer can be written while the next ones are computed, and only a
+    few layers' matrices are ever held at once. The checks (positions, memory) are made here,
+    before anything runs."""
     if not tokens:
         raise InputError("the text produced no tokens")
     cfg = model.cfg
@@ -79,23 +99,87 @@ def run(model, text: str, encoding: str, tokens: list[Token],
         )
     from attn_cli import budget
 
-    budget.check_run(cfg, len(tokens), sum(len(h) for h in keep.values()), stages)
-    fwd = model([t.id for t in tokens], keep=keep, keep_stages=stages)
+    kept = sum(len(h) for h in keep.values())
+    if ahead:  # the layers in the queue, the one being read and the one being made
+        kept = min(kept, (ahead + 2) * max(map(len, keep.values()), default=0))
+    budget.check_run(cfg, len(tokens), kept, stages, model.block_source is not None)
+    cap = Capture(text=text, encoding=encoding, tokens=tokens, config=cfg, heads=[],
+                  hidden=[], embeddings=None)
 
-    def np32(t) -> np.ndarray:
-        return t.detach().float().cpu().numpy()
+    def layers() -> Iterator[list[HeadCapture]]:
+        x = None
+        for layer, heads, x in model.layers([t.id for t in tokens], keep, stages):
+            captured = []
+            for head, tensors in heads.items():
+                arrays = {name: _np32(t) for name, t in tensors.items()}
+                weights = arrays.pop("weights")
+                captured.append(HeadCapture(layer, head, weights, arrays if stages else {}))
+            cap.hidden.append(_np32(x))
+            if captured:
+                yield captured
+        cap.embeddings = _np32(model.final(x))
 
-    heads = []
-    for (layer, head), tensors in sorted(fwd.heads.items()):
-        arrays = {name: np32(t) for name, t in tensors.items()}
-        weights = arrays.pop("weights")
-        heads.append(HeadCapture(layer, head, weights, arrays if stages else {}))
-    return Capture(
-        text=text,
-        encoding=encoding,
-        tokens=tokens,
-        config=cfg,
-        heads=heads,
-        hidden=[np32(h) for h in fwd.hidden],
-        embeddings=np32(fwd.embeddings),
-    )
+    cap.pending = layers() if ahead == 0 else _threaded(layers(), ahead)
+    return cap
+
+
+def _np32(t) -> np.ndarray:
+    return t.detach().float().cpu().numpy()
+
+
+_DONE = object()
+
+
+def _threaded(items: Iterator, ahead: int) -> Iterator:
+    """The items of `items`, made on a thread of its own at most `ahead` items ahead of the
+    reader; an exception there is raised here, where the item would have been.
+
+    However the reader stops (done, an error, Ctrl-C, a closed pipe), the maker is told to stop
+    and waited for before the interpreter shuts down: it finishes the item it is making (one
+    block of the forward pass) and makes no other. A thread still inside torch when Python
+    finalises would abort the process ("terminate called without an active exception")."""
+    import atexit
+    import queue
+    import threading
+
+    made: queue.Queue = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+
+    def make() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        made.put((item, None), timeout=0.05)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            made.put((_DONE, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader
+            made.put((None, exc))
+
+    maker = threading.Thread(target=make, name="attn-forward", daemon=True)
+
+    def halt() -> None:
+        stop.set()
+        while maker.is_alive():  # empty the queue: the maker may be waiting to hand one on
+            try:
+                made.get(timeout=0.05)
+            except queue.Empty:
+                pass
+
+    atexit.register(halt)
+    maker.start()
+    try:
+        while True:
+            item, exc = made.get()
+            if exc is not None:
+                raise exc
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        halt()
+        atexit.unregister(halt)

@@ -202,8 +202,10 @@ def _resolve_device(name: str):
     raise DeviceError(f"--device must be cpu, cuda or auto, got {name!r}")
 
 
-def build(opts: ModelOptions):
-    """(model, tiktoken encoding, encoding name) for the options given."""
+def build(opts: ModelOptions, streamed: bool = True):
+    """(model, tiktoken encoding, encoding name) for the options given. streamed: a
+    checkpoint's blocks are read as they run (checkpoint.load), for a command that runs the
+    model once; generate, which runs it for every new token, holds them all."""
     from attn_cli import models as model_lib
     from attn_cli.models.config import ModelConfig, check_dtype
     from attn_cli.tokenize import get_encoding
@@ -225,7 +227,8 @@ def build(opts: ModelOptions):
             )
         from attn_cli.models import checkpoint
 
-        model, encoding = checkpoint.load(opts.model, device=str(device), dtype=opts.dtype)
+        model, encoding = checkpoint.load(opts.model, device=str(device), dtype=opts.dtype,
+                                          streamed=streamed)
         return model, encoding, encoding.name
     cfg = ModelConfig(
         n_layers=2 if opts.layers is None else opts.layers,
@@ -302,13 +305,16 @@ def _check_formats(json: bool, ndjson: bool, svg, html, save=None) -> None:
 
 
 def _capture(opts: ModelOptions, text, file, errors, allow_special, layers, heads,
-             stages=False, repeat: int | None = None):
+             stages=False, repeat: int | None = None, streamed: bool = False):
+    """The forward pass's capture; `streamed`: its heads still to come, layer by layer, as
+    the forward pass runs on (capture.stream), for a view that writes them as they come."""
     from attn_cli import capture
 
     if repeat is None:
         source = _read(text, file, errors)  # before the model: an empty pipe is found at once
         model, encoding, name = build(opts)
-        return _run(model, encoding, name, opts, source, allow_special, layers, heads, stages)
+        return _run(model, encoding, name, opts, source, allow_special, layers, heads, stages,
+                    streamed)
     model, encoding, name = build(opts)
     from attn_cli.tokenize import repeated_random
 
@@ -329,11 +335,13 @@ def _capture(opts: ModelOptions, text, file, errors, allow_special, layers, head
 
 
 def _run(model, encoding, name, opts: ModelOptions, source: str, allow_special, layers, heads,
-         stages=False):
+         stages=False, streamed: bool = False):
     from attn_cli import capture
 
     tokens = _tokens(source, encoding, allow_special, model.cfg.n_positions, opts.truncate)
     keep = capture.select(model.cfg, layers, heads)
+    if streamed:
+        return capture.stream(model, source, name, tokens, keep, stages=stages)
     return capture.run(model, source, name, tokens, keep, stages=stages)
 
 
@@ -434,7 +442,10 @@ def inspect(
                         truncate, dtype)
     _dims(dims)
     if predict is None:
-        cap, preds = _capture(opts, text, file, errors, allow_special, layer, head), None
+        # JSON of every head, as is: written layer by layer while the next layers are computed
+        streamed = (json or ndjson) and not reduce and save is None
+        cap = _capture(opts, text, file, errors, allow_special, layer, head, streamed=streamed)
+        preds = None
     else:
         cap, preds = _capture_predict(opts, text, file, errors, allow_special, layer, head,
                                       predict)
@@ -450,7 +461,8 @@ def inspect(
         output.write_json(_with_predictions(render.inspect_doc(cap, top_k), cap, preds))
     elif ndjson:
         records = render.attention_records(cap, top_k)
-        records = _then(records, {"embeddings": render.embeddings_record(cap)})
+        # made when its turn comes: a streamed capture has its embeddings only then
+        records = _then(records, lambda: {"embeddings": render.embeddings_record(cap)})
         if preds is not None:
             records = _then(records, _with_predictions({}, cap, preds))
         output.write_ndjson(render.inspect_header(cap), records)
@@ -462,8 +474,9 @@ def inspect(
 
 
 def _then(records, last):
+    """The records, then `last` (called first if it is a callable)."""
     yield from records
-    yield last
+    yield last() if callable(last) else last
 
 
 @app.command()
@@ -837,7 +850,7 @@ def generate(
     # with --model, --seed seeds only the sampler: the checkpoint fixes its own weights
     opts = ModelOptions(layers, heads, d_model, d_ff, seed if model is None else None, causal,
                         encoding, model, device, truncate, dtype)
-    net, enc, name = build(opts)
+    net, enc, name = build(opts, streamed=False)
     lm_head = gen.LMHead(net, enc)
     watch = gen.watch_list(net.cfg, layer, head)
     source = _read(prompt, file, errors)

@@ -55,9 +55,18 @@ class Stream:
         self.items = items
 
 
+class Later:
+    """A value in a JSON document that is made only when it is written, after the fields
+    before it (a Stream's items may be what makes it)."""
+
+    def __init__(self, make: Callable[[], object]) -> None:
+        self.make = make
+
+
 def _chunks(doc) -> Iterator[bytes]:
     """The bytes of dumps(doc), in pieces: one per Stream item, one per other top-level field."""
-    if not isinstance(doc, dict) or not any(isinstance(v, Stream) for v in doc.values()):
+    if not isinstance(doc, dict) or not any(isinstance(v, (Stream, Later))
+                                            for v in doc.values()):
         yield _dumps(doc) + b"\n"
         return
     sep = b"{"
@@ -71,6 +80,8 @@ def _chunks(doc) -> Iterator[bytes]:
                 yield _dumps(item)  # not joined to the comma: a record can be megabytes
                 opening = b","
             yield b"[]" if opening == b"[" else b"]"
+        elif isinstance(value, Later):
+            yield _dumps(value.make())
         else:
             yield _dumps(value)
     yield b"}\n"
@@ -88,22 +99,34 @@ def float_texts(values) -> list[bytes]:
     return _dumps(values)[1:-1].split(b",")
 
 
-def causal_matrix(weights):
+def zero_above_diagonal(stack) -> list[bool]:
+    """For each (T, T) float32 matrix of a (n, T, T) stack: is every entry above the diagonal
+    exactly +0.0 (bits, not values: −0.0 would print as -0.0)? What causal_matrix needs to
+    know, found with one masked pass per matrix instead of a check per row."""
+    import numpy as np
+
+    n, T = stack.shape[0], stack.shape[-1]
+    if stack.dtype != np.float32 or stack.shape[1:] != (T, T) or T < 2:
+        return [False] * n
+    above = np.triu(np.full((T, T), 0xFFFFFFFF, dtype=np.uint32), 1)
+    scratch = np.empty((T, T), dtype=np.uint32)
+    return [not np.bitwise_and(m.view(np.uint32), above, out=scratch).any() for m in stack]
+
+
+def causal_matrix(weights, zero_above: bool | None = None):
     """A (T, T) float32 matrix as dumps writes it, as an orjson.Fragment, when its upper
     triangle is exact +0.0 (a causal head): row i's first i+1 values are formatted and the
     rest is a copied run of ",0.0" (the same bytes as formatting each zero), joined in one
-    copy. Any other matrix is returned as it is, for dumps to format."""
-    import numpy as np
-
+    copy. Any other matrix is returned as it is, for dumps to format. zero_above: what
+    zero_above_diagonal found for it (None: find out here)."""
     T = weights.shape[0]
-    if weights.dtype != np.float32 or weights.shape != (T, T) or T < 2:
+    if zero_above is None:
+        zero_above = zero_above_diagonal(weights[None])[0]
+    if not zero_above:
         return weights
-    bits = weights.view(np.uint32)  # bits, not values: −0.0 would print as -0.0
     zeros = memoryview(b",0.0" * (T - 1))
     parts = [b"["]
     for i in range(T):
-        if bits[i, i + 1:].any():
-            return weights
         parts += (memoryview(_dumps(weights[i, :i + 1]))[:-1], zeros[:4 * (T - 1 - i)], b"],")
     parts[-1] = b"]]"
     return orjson.Fragment(b"".join(parts))

@@ -7,7 +7,7 @@ repr that round-trips), with masked (−∞) scores as null.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import groupby
@@ -750,32 +750,45 @@ def _head_doc(cap: Capture, command: str) -> dict:
 
 
 def attention_records(cap: Capture, top_k: int) -> Iterator[dict]:
-    """inspect's attention records, one per head in cap.heads order, made as they are asked
-    for: entropy and top-k for all the heads of a layer at once, each head's weights and top
-    list already JSON (orjson.Fragment). The next layer's entropy and top-k (NumPy, which
-    releases the GIL) are computed on a second thread while this layer's records are written."""
+    """inspect's attention records, one per head in cap.heads order (or, from capture.stream,
+    in the order cap.pending makes each layer's heads), made as they are asked for:
+    entropy and top-k for all the heads of a layer at once, each head's weights and top list
+    already JSON (orjson.Fragment). The next layer's entropy and top-k (NumPy, which releases
+    the GIL) are computed on a second thread while this layer's records are written."""
     from concurrent.futures import ThreadPoolExecutor
 
     prefixes = _key_prefixes(cap.tokens)
-    groups = [list(g) for _, g in groupby(cap.heads, key=lambda h: (h.layer, h.reduced))]
+    layers = cap.pending if cap.pending is not None else \
+        [list(g) for _, g in groupby(cap.heads, key=lambda h: (h.layer, h.reduced))]
 
     def analyse(group: list[HeadCapture]):
         stack = np.stack([h.weights for h in group])  # (heads, T, T)
         ent = None if group[0].reduced == "max" else analysis.entropy(stack)
         return ent, analysis.top_k_arrays(stack, top_k, cap.config.causal,
-                                          cap.window(group[0].layer))
+                                          cap.window(group[0].layer)), \
+            output.zero_above_diagonal(stack)
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(analyse, groups[0]) if groups else None
-        for n, group in enumerate(groups):
-            ent, (keys, values) = pending.result()
-            if n + 1 < len(groups):
-                pending = pool.submit(analyse, groups[n + 1])
+        for group, pending in _one_ahead(layers, lambda g: pool.submit(analyse, g)):
+            ent, (keys, values), zero_above = pending.result()
             tops = _top_json(prefixes, keys, values)
             for i, h in enumerate(group):
                 yield {"layer": h.layer, "head": h.head,
-                       "weights": output.causal_matrix(h.weights),
+                       "weights": output.causal_matrix(h.weights, zero_above[i]),
                        "entropy": None if ent is None else ent[i], "top": tops[i]}
+
+
+def _one_ahead(items: Iterable, start) -> Iterator[tuple]:
+    """(item, start(item)) for each item, start(next item) called before this one is handed
+    on: the work on the next item runs while the caller uses this one."""
+    previous = None
+    for item in items:
+        current = (item, start(item))
+        if previous is not None:
+            yield previous
+        previous = current
+    if previous is not None:
+        yield previous
 
 
 def _key_prefixes(tokens: list[Token]) -> list[bytes]:
@@ -811,10 +824,11 @@ def inspect_header(cap: Capture) -> dict:
 
 
 def inspect_doc(cap: Capture, top_k: int) -> dict:
-    """The inspect document; its attention list is an output.Stream, made as it is written."""
+    """The inspect document; its attention list is an output.Stream, made as it is written
+    (as the forward pass goes, from capture.stream: the embeddings are known after it)."""
     doc = inspect_header(cap)
     doc["attention"] = output.Stream(attention_records(cap, top_k))
-    doc["embeddings"] = embeddings_record(cap)
+    doc["embeddings"] = output.Later(lambda: embeddings_record(cap))
     return doc
 
 

@@ -282,7 +282,13 @@ def test_budget_counts_the_dtype():
     n = budget.parameters(f32)
     assert budget.load_bytes(f32) == n * 4 + n * 4 // 32
     assert budget.load_bytes(bf16) * 2 == budget.load_bytes(f32)
-    assert budget.run_bytes(f32, 2000, 1) - budget.run_bytes(bf16, 2000, 1) == n * 2
+    head = 128256 * 4096  # the untied LM head, which parameters() does not count
+    assert budget.run_bytes(f32, 2000, 1) - budget.run_bytes(bf16, 2000, 1) == (n + head) * 2
+    # streamed (a block at a time): all but 30 of the 32 blocks are not held
+    block = budget.block_parameters(f32)
+    assert n == 32 * block + 4096 + 128256 * 4096  # blocks, final norm, token table
+    assert budget.run_bytes(f32, 2000, 1) - budget.run_bytes(f32, 2000, 1, streamed=True) \
+        == 30 * block * 4
     with pytest.raises(ConfigError):
         ModelConfig(dtype="int8")
 

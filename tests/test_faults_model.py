@@ -249,19 +249,36 @@ def huge(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("dtype, needs", [(None, "33.1 GB"), ("float32", "33.1 GB"),
-                                          ("bfloat16", "16.6 GB"), ("float16", "16.6 GB")])
+# inspect reads a checkpoint one block at a time (checkpoint.load, streamed): it needs the token
+# table, the LM head and two blocks' worth (6.1 GB in float32), which a 2 GB cap refuses;
+# generate holds every block (33.1 GB), which a 4 GB cap refuses.
+SMALL_CAP = _env(ATTN_MEMORY_LIMIT="2G")
+
+
+@pytest.mark.parametrize("dtype, needs", [(None, "6.1 GB"), ("float32", "6.1 GB"),
+                                          ("bfloat16", "3.1 GB"), ("float16", "3.1 GB")])
 def test_a_model_too_big_is_refused_with_what_it_needs(huge, dtype, needs):
     extra = ["--dtype", dtype] if dtype else []
     proc = attn("inspect", "hi", "--model", huge, "--layer", "20", "--head", "3", *extra,
-                env=CAPPED)
+                env=SMALL_CAP)
+    assert_one_line_error(proc, f"in {dtype or 'float32'} needs about {needs} of memory",
+                          "8,030,261,248 weights", "32 layers", "read a block at a time",
+                          "is free", "smaller model")
+
+
+@pytest.mark.parametrize("dtype, needs", [(None, "33.1 GB"), ("bfloat16", "16.6 GB")])
+def test_generate_holds_every_block_and_says_what_that_needs(huge, dtype, needs):
+    extra = ["--dtype", dtype] if dtype else []
+    proc = attn("generate", "hi", "--model", huge, *extra, env=CAPPED)
     assert_one_line_error(proc, f"in {dtype or 'float32'} needs about {needs} of memory",
                           "8,030,261,248 weights", "32 layers", "is free", "smaller model")
+    assert "block at a time" not in proc.stderr.decode()
 
 
 def test_a_model_too_big_is_refused_without_allocating(tiny, huge):
     base = peak_kb("inspect", "hi", "--json", "--model", tiny)
-    assert peak_kb("inspect", "hi", "--model", huge, "--dtype", "bfloat16") < base + 100_000
+    assert peak_kb("inspect", "hi", "--model", huge, "--dtype", "bfloat16",
+                   env=SMALL_CAP) < base + 100_000
 
 
 def test_the_refusal_offers_a_narrower_dtype_that_fits(tiny):

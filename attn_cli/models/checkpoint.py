@@ -41,12 +41,18 @@ CONFIG_LIMIT = 4 * 2**20  # bytes: real config.json files are a few kB
 CONFIG_DEPTH = 64  # nesting: real config.json files are 3 or 4 deep
 
 
-def load(spec: str, device: str = "cpu", dtype: str | None = None):
+def load(spec: str, device: str = "cpu", dtype: str | None = None, streamed: bool = False):
     """The model and tokenizer of a checkpoint folder or cached hub name.
 
     Returns (Transformer in eval mode on `device`, tokenizer). `dtype` (float32, bfloat16,
     float16) is what the weights are held and computed in; None: float32 on the CPU, the
     checkpoint's own dtype elsewhere.
+
+    streamed (on the CPU; for a command that runs the model once): each block's weights are
+    read from the file just before the block runs and let go after it, so the process holds
+    one block's weights at a time besides the embeddings (mapped: only the rows of the tokens
+    read are ever in memory). Every tensor is still checked (names, shapes, finite values)
+    before anything runs.
     """
     folder = resolve(spec)
     cfg, family = model_config(folder)
@@ -57,10 +63,22 @@ def load(spec: str, device: str = "cpu", dtype: str | None = None):
     shapes = Weights.dry_run(source, family, cfg)  # every name and shape, from the headers
     from attn_cli import budget
 
-    budget.check_weights(cfg, device, sum(t.numel() for t in shapes.values()))
-    tensors = family.convert(Weights(source, family, cfg), cfg)
-    source.close()  # the tensors that are mapped keep their file mapped
-    model = build(cfg, tensors)
+    streamed = streamed and torch.device(device).type == "cpu"
+    budget.check_weights(cfg, device, sum(t.numel() for t in shapes.values()),
+                         streamed=streamed)
+    if streamed:
+        _return_freed_memory()
+        block = _block_of(family)
+        weights = Weights(source, family, cfg, only=lambda key: block(key) is None)
+        for key in source.shapes:  # the blocks' tensors are checked now, read later
+            if block(key) is not None:
+                weights.check(key)
+        model = build(cfg, family.convert(weights, cfg))
+        model.stream_blocks(lambda i: _block_tensors(source, family, cfg, block, i))
+    else:
+        model = build(cfg, family.convert(Weights(source, family, cfg), cfg))
+        source.close()  # the tensors that are mapped keep their file mapped
+        model = model.to(device)
     vocab = cfg.vocab_size
     if tokenizer.max_token_value >= vocab:
         raise ModelLoadError(
@@ -68,7 +86,47 @@ def load(spec: str, device: str = "cpu", dtype: str | None = None):
             f"model's embedding table has only {vocab} rows: the tokenizer files do not belong "
             f"to these weights"
         )
-    return model.to(device).eval(), tokenizer
+    return model.eval(), tokenizer
+
+
+def _return_freed_memory() -> None:
+    """Have glibc give every allocation of 1 MiB or more back to the system when it is freed.
+
+    By default glibc raises this threshold to the size of the largest block freed (up to
+    32 MiB), and from then on keeps blocks of that size in its heap, where the next block's
+    weights, of other sizes, cannot always reuse them: measured on a GPT-2-small-shaped
+    checkpoint, each streamed block left ~14 MB behind (12 blocks: +170 MB). Not glibc (macOS,
+    musl): nothing to do."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 2**20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def _block_of(family):
+    """checkpoint key -> the block it belongs to, or None (embeddings, final norm, LM head)."""
+    pattern = re.compile(family.LAYER_KEY)
+
+    def block(key: str) -> int | None:
+        m = pattern.match(_strip(key, family.PREFIXES))
+        return int(m.group(1)) if m else None
+
+    return block
+
+
+def _block_tensors(files: "WeightFiles", family, cfg: ModelConfig, block, i: int) -> dict:
+    """Block i's tensors, our names without the "h.{i}." prefix, read into memory of their own
+    (already checked: see load): the family's convert with every other tensor left on the meta
+    device."""
+    prefix = f"h.{i}."
+    weights = Weights(files, family, cfg, only=lambda key: block(key) == i, mapped=False,
+                      checked=True)
+    return {name[len(prefix):]: t for name, t in family.convert(weights, cfg).items()
+            if name.startswith(prefix)}
 
 
 # Hub names that moved under an organisation; the cache may hold either spelling.
@@ -469,6 +527,28 @@ class WeightFiles:
         except OSError as exc:
             raise _corrupt(path, exc) from None
 
+    def finite(self, key: str, dtype: torch.dtype) -> bool:
+        """No NaN or ±inf in the tensor once it is in `dtype`, read from its file CHUNK bytes
+        at a time: a mapped tensor is checked without bringing its pages into this process
+        (of a 200,000-row token table, only the rows of the tokens read ever are)."""
+        if self._state is not None:
+            return _finite(self._state[key].to(dtype))
+        stored, n = self.stored(key), math.prod(self.shapes[key])
+        step = max(1, CHUNK // stored.itemsize)
+        buffer = torch.empty(min(step, n), dtype=stored)
+        path = self._where[key]
+        try:
+            with open(path, "rb", buffering=0) as f:
+                f.seek(self._span[key][0])
+                for start in range(0, n, step):
+                    piece = buffer[:min(step, n - start)]
+                    _read_exactly(f, piece)
+                    if not _finite(piece.to(dtype)):
+                        return False
+        except OSError as exc:
+            raise _corrupt(path, exc) from None
+        return True
+
     def close(self) -> None:
         """Let go of the open files (tensors mapped from them keep their own mapping)."""
         self._open.clear()
@@ -547,9 +627,16 @@ class Weights:
     it is; one that is converted, or concatenated with others (Q, K and V into one projection),
     is read from the file straight into the memory of the result."""
 
-    def __init__(self, files: WeightFiles, family, cfg: ModelConfig, dry: bool = False):
+    def __init__(self, files: WeightFiles, family, cfg: ModelConfig, dry: bool = False,
+                 only=None, mapped: bool = True, checked: bool = False):
+        """only(key): which of the checkpoint's tensors to read (the others come back on the
+        meta device; every one, if None). mapped: False reads even the tensors stored in
+        cfg.dtype into memory of their own (which is let go of with them). checked: their
+        values were checked already (see check)."""
         self.files, self.cfg, self.dry = files, cfg, dry
+        self.only, self.mapped, self.checked = only, mapped, checked
         self.dtype = getattr(torch, cfg.dtype)
+        self.prefixes = family.PREFIXES
         self.names = {_strip(k, family.PREFIXES): k for k in files.shapes}
         self.missing: list[str] = []
         self.bad: list[tuple[str, tuple, tuple]] = []
@@ -610,35 +697,48 @@ class Weights:
         it is stored in cfg.dtype; read into memory of its own where it is converted, or where
         `own` says the converter rearranges it (its copy is then the only one)."""
         key = self._key(name, shape, alias)
-        if key is None or self.dry:
+        if key is None or self.dry or not self._reads(key):
             return _meta(shape)
-        if own or self.files.stored(key) != self.dtype:
+        if own or not self.mapped or self.files.stored(key) != self.dtype:
             tensor = torch.empty(shape, dtype=self.dtype)
             self.files.read_into(key, tensor)
+            self._check(name, key, tensor)
         else:
             tensor = self.files.tensor(key)
-        self._check_finite(name, key, tensor)
+            self._check(name, key, None)  # from the file: the mapping's pages stay unread
         return tensor
+
+    def _reads(self, key: str) -> bool:
+        return self.only is None or self.only(key)
+
+    def check(self, key: str) -> None:
+        """Check the values of a tensor that is read later (from the file, in pieces)."""
+        self._check(_strip(key, self.prefixes), key, None)
 
     def cat(self, parts: list[tuple[str, tuple[int, ...]]]) -> torch.Tensor:
         """torch.cat of the tensors that `parts` names ((name, shape) each) along the first
         dimension, each read from its file straight into its rows of the result."""
         keys = [self._key(name, shape) for name, shape in parts]
         shape = (sum(s[0] for _, s in parts), *parts[0][1][1:])
-        if self.dry or None in keys:
+        if self.dry or None in keys or not all(map(self._reads, keys)):
             return _meta(shape)
         out = torch.empty(shape, dtype=self.dtype)
         row = 0
         for (name, (rows, *_)), key in zip(parts, keys):
             self.files.read_into(key, out[row:row + rows])
-            self._check_finite(name, key, out[row:row + rows])
+            self._check(name, key, out[row:row + rows])
             row += rows
         return out
 
-    def _check_finite(self, name: str, key: str, tensor: torch.Tensor) -> None:
-        if _finite(tensor):
+    def _check(self, name: str, key: str, tensor: torch.Tensor | None) -> None:
+        """The tensor (None: the tensor as the file holds it, once in cfg.dtype) must be
+        finite; where only the conversion to cfg.dtype made it infinite, say so."""
+        if self.checked:
             return
-        if tensor.dtype != self.files.stored(key) and _finite(self.files.tensor(key)):
+        if _finite(tensor) if tensor is not None else self.files.finite(key, self.dtype):
+            return
+        stored = self.files.stored(key)
+        if self.dtype != stored and self.files.finite(key, stored):
             limit = torch.finfo(tensor.dtype).max
             raise ModelLoadError(
                 f"tensor {name} in {self.cfg.source} holds values beyond {self.cfg.dtype}'s "

@@ -22,6 +22,8 @@ of this file; TransformerLens for one config serving many families.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -245,6 +247,28 @@ class Transformer(nn.Module):
         # An untied LM head (checkpoint.build attaches one where the checkpoint has it);
         # otherwise the LM head is the token embedding (cfg.tie_embeddings).
         self.lm_head: nn.Linear | None = None
+        # Streamed weights (checkpoint.load): block i's tensors, read when it runs
+        self.block_source: Callable[[int], dict[str, torch.Tensor]] | None = None
+
+    def stream_blocks(self, source: Callable[[int], dict[str, torch.Tensor]]) -> None:
+        """Hold no block's weights but while it runs: source(i) gives block i's tensors
+        (names as in the block's state dict) each time; the blocks stay on the meta device
+        until then, and go back to it after. For a model that is run once."""
+        self.block_source = source
+
+    @contextmanager
+    def _resident(self, layer: int):
+        """Block `layer`'s weights in memory while the with-body runs (streamed: read now and
+        let go after; otherwise they always are)."""
+        if self.block_source is None:
+            yield
+            return
+        block = self.h[layer]
+        block.load_state_dict(self.block_source(layer), strict=True, assign=True)
+        try:
+            yield
+        finally:
+            block.to("meta")
 
     @property
     def device(self) -> torch.device:
@@ -300,22 +324,35 @@ class Transformer(nn.Module):
         return cos.to(self.dtype), sin.to(self.dtype)
 
     @torch.inference_mode()
-    def forward(self, ids: list[int], keep: dict[int, tuple[int, ...]] | None = None,
-                keep_stages: bool = False) -> Forward:
-        """keep maps layer -> heads whose attention to capture; other heads are not kept."""
+    def layers(self, ids: list[int], keep: dict[int, tuple[int, ...]] | None = None,
+               keep_stages: bool = False) -> Iterator[tuple[int, dict, torch.Tensor]]:
+        """The forward pass one block at a time: yields (layer, {head: {stage: tensor}}, x),
+        x being the residual stream after the block, as soon as the block has run. keep maps
+        layer -> heads whose attention to capture; other heads are not kept."""
         keep = keep or {}
-        out = Forward()
         x = self.embed(ids)
         rope = self.rope(len(ids))
         for layer, block in enumerate(self.h):
             heads = tuple(sorted(set(keep.get(layer, ()))))  # kept stages come in head order
-            x, kept = block(x, heads, keep_stages, rope, self.cfg.window(layer))
-            for name, tensor in kept.items():
-                for i, head in enumerate(heads):
-                    out.heads.setdefault((layer, head), {})[name] = tensor if name == "x" \
-                        else tensor[i]
+            with self._resident(layer):
+                x, kept = block(x, heads, keep_stages, rope, self.cfg.window(layer))
+            yield layer, {head: {name: tensor if name == "x" else tensor[i]
+                                 for name, tensor in kept.items()}
+                          for i, head in enumerate(heads)}, x
+
+    @torch.inference_mode()
+    def final(self, x: torch.Tensor) -> torch.Tensor:
+        """The contextual embeddings: the final norm of the last hidden state (or itself)."""
+        return self.ln_f(x) if self.ln_f is not None else x
+
+    def forward(self, ids: list[int], keep: dict[int, tuple[int, ...]] | None = None,
+                keep_stages: bool = False) -> Forward:
+        """Every block at once (`layers`, collected)."""
+        out = Forward()
+        for layer, heads, x in self.layers(ids, keep, keep_stages):
+            out.heads.update({(layer, head): stages for head, stages in heads.items()})
             out.hidden.append(x)
-        out.embeddings = self.ln_f(x) if self.ln_f is not None else x
+        out.embeddings = self.final(x)
         return out
 
     def logits(self, ids: torch.Tensor) -> torch.Tensor:
@@ -361,7 +398,7 @@ class Transformer(nn.Module):
                     out.heads.setdefault((layer, head), {})[name] = tensor[i]
             out.hidden.append(x)
         cache.length = start + T
-        out.embeddings = self.ln_f(x) if self.ln_f is not None else x
+        out.embeddings = self.final(x)
         return out
 
 def sinusoidal_positions(T: int, d_model: int) -> torch.Tensor:
