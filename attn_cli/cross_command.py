@@ -12,8 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from attn_cli.cli import (DFF, AllowSpecial, DModel, Device, Dims, Encoding, Errors, File, Full,
-                          HeadList, Heads, Html, Json, LayerList, Layers, NDJson, NoColor,
+from attn_cli.cli import (DFF, AllowSpecial, DModel, Device, Dims, Dtype, Encoding, Errors, File,
+                          Full, HeadList, Heads, Html, Json, LayerList, Layers, NDJson, NoColor,
                           Precision, Seed, Svg, TopK, Truncate, _check_formats, _dims,
                           _resolve_device, _terminal, app, handle_errors, note)
 from attn_cli.errors import ConfigError, InputError
@@ -78,8 +78,9 @@ def _isatty(stream) -> bool:
         return False
 
 
-def build(layers, heads, d_model, d_ff, seed, encoding, model, device):
-    """(EncoderDecoder, tiktoken encoding, encoding name)."""
+def build(layers, heads, d_model, d_ff, seed, encoding, model, device, dtype=None):
+    """(EncoderDecoder, tiktoken encoding, encoding name); both stacks' weights held and
+    computed in `dtype` (None: float32, or a checkpoint's own dtype on a GPU)."""
     dev = _resolve_device(device)
     if model is not None:
         given = [flag for flag, value in (
@@ -91,7 +92,7 @@ def build(layers, heads, d_model, d_ff, seed, encoding, model, device):
                 f"own sizes, weights and tokenizer; drop {given[0]}")
         from attn_cli.models import encdec
 
-        net, tokenizer = encdec.load(model, device=str(dev))
+        net, tokenizer = encdec.load(model, device=str(dev), dtype=dtype)
         return net, tokenizer, tokenizer.name
     import dataclasses
 
@@ -103,12 +104,16 @@ def build(layers, heads, d_model, d_ff, seed, encoding, model, device):
     cfg = ModelConfig(n_layers=2 if layers is None else layers,
                       n_heads=4 if heads is None else heads,
                       d_model=64 if d_model is None else d_model, d_ff=d_ff, causal=True,
-                      seed=0 if seed is None else seed)
+                      seed=0 if seed is None else seed,
+                      # drawn in float32 (the same bits everywhere), then rounded to --dtype
+                      dtype=dtype or "float32")
     name = encoding or "o200k_base"
     tokenizer = get_tokenizer(name)
-    budget.check_weights(dataclasses.replace(cfg, causal=False))  # the encoder
-    budget.check_weights(cfg)  # the decoder
-    return encdec.seeded(cfg).to(dev), tokenizer, name
+    budget.check_weights(dataclasses.replace(cfg, causal=False), str(dev))  # the encoder
+    budget.check_weights(cfg, str(dev))  # the decoder
+    import torch
+
+    return encdec.seeded(cfg).to(dev, getattr(torch, cfg.dtype)), tokenizer, name
 
 
 def _fit(tokens, limit, truncate: bool, which: str):
@@ -144,7 +149,7 @@ def cross(
         "--model", help="BART weights (model_type bart): a folder (config.json, "
                         "model.safetensors, vocab.json, merges.txt) or a name in the local "
                         "Hugging Face cache. Never downloads.")] = None,
-    truncate: Truncate = False, device: Device = "cpu",
+    truncate: Truncate = False, device: Device = "cpu", dtype: Dtype = None,
     kind: Annotated[Optional[list[str]], typer.Option(
         "--kind", help="encoder, decoder or cross (repeatable) [default: all three].",
         show_default=False)] = None,
@@ -161,10 +166,13 @@ def cross(
     """Encoder–decoder: encoder self-attention, decoder (causal) self-attention and
     cross-attention (target tokens read the source), head by head."""
     from attn_cli import cross as cross_lib
+    from attn_cli.models.config import check_dtype
 
     _check_formats(json, ndjson, svg, html)
     chosen = cross_lib.kinds(kind)
     _dims(dims)
+    if dtype is not None:
+        check_dtype(dtype)  # before any text or folder is read
     if steps:
         chosen = [_one(kind or [], "--kind", "cross")]
         cross_lib.kinds(chosen)
@@ -173,7 +181,8 @@ def cross(
         raise ConfigError("--query zooms on a target token, which only the decoder and cross "
                           "heads read: add --kind decoder or --kind cross")
     source, target = read_pair(texts, file, target_file, errors)
-    net, tokenizer, name = build(layers, heads, d_model, d_ff, seed, encoding, model, device)
+    net, tokenizer, name = build(layers, heads, d_model, d_ff, seed, encoding, model, device,
+                                 dtype)
     from attn_cli.tokenize import tokenize
 
     enc, dec = net.encoder.cfg, net.decoder.cfg

@@ -249,7 +249,7 @@ def model_doc(cap: CrossCapture) -> dict:
     out = {"source": enc.source, "family": enc.family, "seed": enc.seed,
            "positions": enc.positions, "d_model": enc.d_model,
            "encoder": stack(enc), "decoder": stack(dec),
-           "decoder_start_token_id": cap.start_id}
+           "decoder_start_token_id": cap.start_id, "dtype": enc.dtype}
     if enc.positions == "learned":
         out["n_positions"] = enc.n_positions
     if enc.vocab_size is not None:

@@ -228,7 +228,7 @@ def test_json_header_fields(docs):
         assert doc["model"] == {"source": "seeded", "layers": 2, "heads": 4, "d_model": 32,
                                 "d_head": 8, "d_ff": 128, "causal": True, "seed": 3,
                                 "positions": "sinusoidal", "family": "seeded", "kv_heads": 4,
-                                "window": None}
+                                "window": None, "dtype": "float32"}
     tokens = docs["tokens"]
     assert tokens["count"] == len(tokens["tokens"]) == 6
     assert [t["index"] for t in tokens["tokens"]] == list(range(6))
@@ -926,7 +926,7 @@ def test_model_folder_json_validates(gpt2_folder, schemas):
                             "d_head": 8, "d_ff": 64, "causal": True, "seed": None,
                             "positions": "learned", "n_positions": N_POSITIONS,
                             "vocab_size": 50257, "family": "gpt2", "kv_heads": 2,
-                            "window": None}
+                            "window": None, "dtype": "float32"}
     assert doc["encoding"] == "gpt2"
     assert [t["id"] for t in doc["tokens"]] == [464, 3797, 3332, 319, 262, 2603]
     for command, extra in (("heads", ()), ("steps", ("--query", "2")), ("rollout", ())):

@@ -453,3 +453,101 @@ def test_report_parity():
     for name, (attn, hidden) in sorted(SEEN.items()):
         print(f"\n{name}: attention {attn:.2e}, final hidden states {hidden:.2e}")
         assert attn <= ATTN_ATOL and hidden <= HIDDEN_ATOL
+
+
+# --------------------------------------------------------------------------- --dtype
+
+SEEN_BF16: dict = {}  # (BART case, kind) -> (largest difference, transformers' own, mean ratio)
+
+
+def test_bart_bfloat16_equals_transformers_in_bfloat16(barts):
+    """`attn cross --dtype bfloat16` against transformers' BartModel (eager) cast to bfloat16,
+    with transformers' float32 run as the truth. The bounds are test_dtype.py's, for the same
+    reason: bfloat16 keeps 8 significant bits, so each rounding of a score s moves a weight w
+    by up to w(1 − w)·|s|·2⁻⁸, and two correct implementations may round their intermediates
+    differently. So attn's largest difference from transformers' bfloat16 run must be within
+    MAX_RATIO × what bfloat16 does to transformers itself (its largest difference from its own
+    float32 run: 0.054-0.12 here, on sharp attention) and under ATOL; attn's mean error from
+    float32 within MEAN_RATIO × transformers'; the final hidden states within HIDDEN_RTOL.
+    Seen on this CPU: the two compute the same bfloat16 numbers, and differ only because
+    transformers rounds its attention probabilities to bfloat16 while attn keeps the float32
+    softmax: at most 0.0020 (one rounding, ≤ 2⁻⁸ of the weight), hidden states equal."""
+    import copy
+
+    from test_dtype import ATOL, HIDDEN_RTOL, MAX_RATIO, MEAN_RATIO
+
+    maps = {"encoder": "encoder_attentions", "decoder": "decoder_attentions",
+            "cross": "cross_attentions"}
+    for name, (folder, hf) in barts.items():
+        doc = ok_json("cross", "Le chat est assis sur le tapis rouge", "The cat sat on the mat",
+                      "--model", str(folder), "--dtype", "bfloat16")
+        validate(doc)
+        assert doc["model"]["dtype"] == "bfloat16"
+        ids = {k: torch.tensor([[t["id"] for t in doc[k + "_tokens"]]])
+               for k in ("source", "target")}
+        runs = {}
+        for dtype in (torch.bfloat16, torch.float32):
+            with torch.no_grad():  # a copy: the session fixture stays float32
+                runs[dtype] = copy.deepcopy(hf).to(dtype)(
+                    input_ids=ids["source"], decoder_input_ids=ids["target"],
+                    output_attentions=True)
+        for kind, field in maps.items():
+            ours = np.stack([np.asarray(r["weights"], dtype=np.float32)
+                             for r in doc["attention"] if r["kind"] == kind])
+            theirs, truth = (torch.cat([m[0] for m in getattr(runs[d], field)]).float().numpy()
+                             for d in (torch.bfloat16, torch.float32))
+            np.testing.assert_allclose(ours.sum(-1), 1.0, rtol=0, atol=1e-6)  # float32 softmax
+            err, own = np.abs(ours - theirs).max(), np.abs(theirs - truth).max()
+            mean = np.abs(ours - truth).mean() / np.abs(theirs - truth).mean()
+            SEEN_BF16[name, kind] = (err, own, mean)
+            assert err <= ATOL["bfloat16"] and err <= MAX_RATIO * own, (name, kind, err, own)
+            assert mean <= MEAN_RATIO, (name, kind, mean)
+        for stack, field in (("encoder", "encoder_last_hidden_state"),
+                             ("decoder", "last_hidden_state")):
+            want = getattr(runs[torch.bfloat16], field)[0].float().numpy()
+            got = np.asarray(doc["embeddings"][stack], dtype=np.float32)
+            assert np.abs(got - want).max() <= HIDDEN_RTOL["bfloat16"] * np.abs(want).max()
+
+
+def test_bart_weights_are_held_in_the_dtype_asked_for(barts):
+    folder, _ = barts["bart-uneven"]
+    for dtype in ("bfloat16", "float16", None):
+        model, _ = encdec.load(str(folder), dtype=dtype)
+        want = getattr(torch, dtype or "float32")  # None on the CPU: float32
+        assert {p.dtype for p in model.parameters()} == {want}
+        assert model.encoder.cfg.dtype == model.decoder.cfg.dtype == str(want)[6:]
+
+
+def test_seeded_cross_takes_dtype():
+    plain = ok_json("cross", SOURCE, TARGET, *SMALL)
+    assert plain["model"]["dtype"] == "float32"
+    assert ok_json("cross", SOURCE, TARGET, *SMALL, "--dtype", "float32") == plain
+    half = ok_json("cross", SOURCE, TARGET, *SMALL, "--dtype", "bfloat16")
+    validate(half)
+    assert half["model"]["dtype"] == "bfloat16"
+    a, b = ([np.asarray(r["weights"], dtype=np.float32) for r in d["attention"]]
+            for d in (plain, half))
+    assert any(not np.array_equal(x, y) for x, y in zip(a, b))  # rounded weights, really
+    for x, y in zip(a, b):  # … of the same model (the seeded drawing is float32, then rounded)
+        np.testing.assert_allclose(y, x, atol=0.05)
+
+
+@pytest.mark.parametrize("value", ["float64", "bf16"])
+def test_cross_unknown_dtype_is_one_line(barts, value):
+    folder, _ = barts["bart-uneven"]
+    for extra in ([], ["--model", str(folder)]):
+        result = invoke("cross", SOURCE, TARGET, "--dtype", value, *extra)
+        assert result.exit_code == 2 and result.stdout == ""
+        lines = result.stderr.strip().splitlines()
+        assert lines == [f"error: --dtype must be float32, bfloat16 or float16, got {value!r}"]
+
+
+def test_report_bfloat16():
+    """Prints the bfloat16 differences seen (the closing note quotes them)."""
+    from test_dtype import MAX_RATIO
+
+    for (name, kind), (err, own, mean) in sorted(SEEN_BF16.items()):
+        print(f"\n{name} {kind} bfloat16: largest difference from transformers {err:.1e} "
+              f"(transformers' own from float32 {own:.1e}); mean error from float32 / "
+              f"transformers': {mean:.2f}")
+        assert err <= MAX_RATIO * own

@@ -321,3 +321,22 @@ def test_report_low_precision():
               f"of its largest value; mean error from float32 / transformers': attention "
               f"{attention:.2f}, hidden {final:.2f}")
         assert err <= ATOL[dtype] and hidden <= HIDDEN_RTOL[dtype]
+
+
+# --- the JSON says which dtype the numbers were computed in ----------------------------------
+
+def test_json_model_names_its_dtype(built):
+    from test_cli import load_schema, validate
+
+    folder, _ = built["llama-gqa"]
+    text = "The cat sat on the mat"
+    for dtype, want in ((None, "float32"), ("bfloat16", "bfloat16"), ("float16", "float16")):
+        asked = ("--dtype", dtype) if dtype else ()
+        doc = _json("inspect", text, "--model", str(folder), "--layer", "0", "--head", "0",
+                    *asked)
+        validate(doc, load_schema("inspect"))
+        assert doc["model"]["dtype"] == want, dtype
+    doc = _json("model", "--model", str(folder), "--dtype", "bfloat16")
+    validate(doc, load_schema("model"))
+    assert doc["model"]["dtype"] == "bfloat16"
+    assert _json("inspect", text, "--layer", "0", "--head", "0")["model"]["dtype"] == "float32"

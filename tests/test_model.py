@@ -342,13 +342,13 @@ def test_to_dict_has_the_spec_model_fields():
     assert cfg.to_dict() == {
         "source": "seeded", "layers": 3, "heads": 2, "d_model": 32, "d_head": 16,
         "d_ff": 128, "causal": False, "seed": 9, "positions": "sinusoidal",
-        "family": "seeded", "kv_heads": 2, "window": None,
+        "family": "seeded", "kv_heads": 2, "window": None, "dtype": "float32",
     }
     default = ModelConfig().to_dict()
     assert default == {"source": "seeded", "layers": 2, "heads": 4, "d_model": 64,
                        "d_head": 16, "d_ff": 256, "causal": True, "seed": 0,
                        "positions": "sinusoidal", "family": "seeded", "kv_heads": 4,
-                       "window": None}
+                       "window": None, "dtype": "float32"}
 
 
 def test_config_is_frozen():

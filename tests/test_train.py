@@ -238,3 +238,62 @@ def test_history_of_a_folder_without_snapshots(text_model, tmp_path):
     result = ok("history", "--model", text_model)
     assert "no snapshots" in result.stdout and "150" in result.stdout
     assert_user_error(invoke("history", "--model", tmp_path), "no training.json")
+
+
+# --- the JSON schemas: attn train --json (lines) and attn history --json -------------------------
+
+def _schemas():
+    """(train header validator, report validator, history validator): the shipped schemas.
+    train.schema.json is the header line; every later line is its $defs/report."""
+    import jsonschema
+    from test_cli import def_schema, load_schema
+
+    train, history = load_schema("train"), load_schema("history")
+    for s, command in ((train, "train"), (history, "history")):
+        jsonschema.Draft202012Validator.check_schema(s)
+        assert s["additionalProperties"] is False and s["properties"]["command"]["const"] == \
+            command and s["properties"]["schema_version"]["const"] == 1
+    return (jsonschema.Draft202012Validator(train),
+            jsonschema.Draft202012Validator(def_schema(train, "report")),
+            jsonschema.Draft202012Validator(history))
+
+
+def test_train_and_history_json_match_their_schemas(induction, tmp_path):
+    header, report, history = _schemas()
+    out, lines = induction  # the induction task, --snapshots 100
+    header.validate(lines[0])
+    for line in lines[1:]:
+        report.validate(line)
+    doc = parse(ok("history", "--model", out, "--json").stdout)
+    history.validate(doc)
+    assert doc["reports"] == lines[1:] and len(doc["snapshots"]) == 5
+    # a text, no snapshots: the other shape of each
+    text = tmp_path / "text"
+    result = ok("train", TEXT, "--out", text, "--steps", 3, "--batch", 4, "--every", 1,
+                "--json")
+    text_lines = [parse(line) for line in result.stdout.splitlines()]
+    header.validate(text_lines[0])
+    assert text_lines[0]["training"]["task"] == "text"
+    assert text_lines[0]["model"]["dtype"] == "float32"
+    assert [r["step"] for r in text_lines[1:]] == [1, 2, 3]
+    for line in text_lines[1:]:
+        report.validate(line)
+    plain = parse(ok("history", "--model", text, "--json").stdout)
+    history.validate(plain)
+    assert plain["snapshots"] is None and plain["reports"] == text_lines[1:]
+    report.validate({**text_lines[1], "induction": None})  # a probe with no repeated token
+    # strict: what the commands never write is refused
+    bad_header = [{**lines[0], "extra": 1}, {**lines[0], "command": "history"},
+                  {k: v for k, v in lines[0].items() if k != "training"},
+                  {**lines[0], "training": {**lines[0]["training"], "tokens": 40}},
+                  {**lines[0], "model": {**lines[0]["model"], "dtype": "float64"}}]
+    assert not any(header.is_valid(d) for d in bad_header)
+    bad_report = [{**lines[1], "loss": None}, {**lines[1], "previous_token": None},
+                  {**lines[1], "extra": 0}, lines[0]]
+    assert not any(report.is_valid(d) for d in bad_report)
+    snap = doc["snapshots"][0]
+    bad_history = [{**plain, "layer": 1}, {**doc, "snapshots": None},
+                   {k: v for k, v in doc.items() if k != "probe"},
+                   {**doc, "snapshots": [{**snap, "weights": [[None]]}]},
+                   {**doc, "snapshots": [{**snap, "previous_token": None}]}]
+    assert not any(history.is_valid(d) for d in bad_history)

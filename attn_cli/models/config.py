@@ -132,6 +132,7 @@ class ModelConfig:
             "family": self.family,
             "kv_heads": self.kv_heads,
             "window": self._window_field(),
+            "dtype": self.dtype,
         }
         if self.positions == "learned":
             out["n_positions"] = self.n_positions

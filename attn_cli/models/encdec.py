@@ -227,7 +227,7 @@ def seeded(cfg: ModelConfig) -> EncoderDecoder:
 
 def build(enc_cfg: ModelConfig, dec_cfg: ModelConfig, tensors: dict[str, torch.Tensor],
           start_id: int) -> EncoderDecoder:
-    """An EncoderDecoder holding these tensors (our names: encoder.*, decoder.*; float32),
+    """An EncoderDecoder holding these tensors (our names: encoder.*, decoder.*; cfg.dtype),
     made on the meta device so no random init is spent on weights about to be replaced."""
     with torch.device("meta"):
         model = EncoderDecoder(Transformer(enc_cfg), Decoder(dec_cfg), start_id)
@@ -240,12 +240,14 @@ def parameter_count(model: EncoderDecoder) -> int:
 
 
 
-def load(spec: str, device: str = "cpu"):
+def load(spec: str, device: str = "cpu", dtype: str | None = None):
     """(EncoderDecoder in eval mode on `device`, tokenizer) of a BART folder or cached name.
 
+    `dtype` (float32, bfloat16, float16) is what both stacks' weights are held and computed in
+    (every softmax is float32); None: float32 on the CPU, the checkpoint's own dtype elsewhere.
     Checked as `checkpoint.load` checks a single stack: config values, both stacks' block
     counts and every tensor's name and shape from the headers before a weight is read, finite
-    weights, the memory budget, the tokenizer against the embedding table.
+    weights, the memory budget (in that dtype), the tokenizer against the embedding table.
     """
     import dataclasses
     import re
@@ -273,9 +275,11 @@ def load(spec: str, device: str = "cpu"):
         raise
     except AttnError as exc:
         raise ModelLoadError(f"{where} describes a model attn cannot build: {exc}") from None
-    enc, dec = (dataclasses.replace(c, source=str(folder), seed=None) for c in (enc, dec))
-    scale = bart.embed_scale(config, enc.d_model)
     files = checkpoint.WeightFiles(folder)
+    dtype = dtype or checkpoint.default_dtype(files, device)
+    enc, dec = (dataclasses.replace(c, source=str(folder), seed=None, dtype=dtype)
+                for c in (enc, dec))
+    scale = bart.embed_scale(config, enc.d_model)
     for key, field_name, cfg in ((bart.LAYER_KEY, "encoder_layers", enc),
                                  (bart.DECODER_LAYER_KEY, "decoder_layers", dec)):
         pattern = re.compile(key)
