@@ -73,17 +73,19 @@ def select(config: ModelConfig, layers: list[int] | None, heads: list[int] | Non
 def run(model, text: str, encoding: str, tokens: list[Token],
         keep: dict[int, tuple[int, ...]], stages: bool = False) -> Capture:
     """Run the model once on the tokens and copy out what `keep` names."""
-    cap = stream(model, text, encoding, tokens, keep, stages, ahead=0)
+    cap = stream(model, text, encoding, tokens, keep, stages, ahead=0, hidden=True)
     cap.heads = [head for layer in cap.pending for head in layer]
     cap.pending = None
     return cap
 
 
 def stream(model, text: str, encoding: str, tokens: list[Token],
-           keep: dict[int, tuple[int, ...]], stages: bool = False, ahead: int = 2) -> Capture:
+           keep: dict[int, tuple[int, ...]], stages: bool = False, ahead: int = 2,
+           hidden: bool = False) -> Capture:
     """run(), a layer at a time: a Capture whose heads are still to come, as cap.pending: an
     iterator of each layer's kept heads (ordered by head) as the forward pass makes them.
-    When it ends, cap.hidden and cap.embeddings are filled in.
+    When it ends, cap.embeddings is filled in (and, with `hidden`, cap.hidden: the residual
+    stream after every block, which no view shows; run keeps it for the parity tests).
 
     ahead > 0: the forward pass runs on a thread of its own, at most `ahead` layers ahead of
     the reader, so that a layer can be written while the next ones are computed, and only a
@@ -114,7 +116,8 @@ def stream(model, text: str, encoding: str, tokens: list[Token],
                 arrays = {name: _np32(t) for name, t in tensors.items()}
                 weights = arrays.pop("weights")
                 captured.append(HeadCapture(layer, head, weights, arrays if stages else {}))
-            cap.hidden.append(_np32(x))
+            if hidden:
+                cap.hidden.append(_np32(x))
             if captured:
                 yield captured
         cap.embeddings = _np32(model.final(x))
