@@ -181,3 +181,12 @@ def test_an_error_on_the_forward_thread_is_raised_to_the_reader():
     assert next(got) == [1]
     with pytest.raises(ValueError, match="block 1 failed"):
         next(got)
+
+
+@pytest.mark.parametrize("values, finite", [
+    ([0.5, -2.0], True), ([3e38, 3e38], True),  # finite values whose sum overflows: still finite
+    ([1.0, float("nan")], False), ([float("inf"), 1.0], False),
+    ([float("inf"), float("-inf")], False), ([], True)])
+def test_the_finite_check(values, finite):
+    for dtype in (torch.float32, torch.bfloat16):
+        assert checkpoint._finite(torch.tensor(values, dtype=dtype)) is finite

@@ -67,7 +67,6 @@ def load(spec: str, device: str = "cpu", dtype: str | None = None, streamed: boo
     budget.check_weights(cfg, device, sum(t.numel() for t in shapes.values()),
                          streamed=streamed)
     if streamed:
-        _return_freed_memory()
         block = _block_of(family)
         weights = Weights(source, family, cfg, only=lambda key: block(key) is None)
         for key in source.shapes:  # the blocks' tensors are checked now, read later
@@ -89,22 +88,21 @@ def load(spec: str, device: str = "cpu", dtype: str | None = None, streamed: boo
     return model.eval(), tokenizer
 
 
-def _return_freed_memory() -> None:
-    """Have glibc give every allocation of 1 MiB or more back to the system when it is freed.
+def _anonymous(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An empty tensor in memory of its own, mapped from the kernel (not from malloc) and
+    given back to it when the tensor is freed.
 
-    By default glibc raises this threshold to the size of the largest block freed (up to
-    32 MiB), and from then on keeps blocks of that size in its heap, where the next block's
-    weights, of other sizes, cannot always reuse them: measured on a GPT-2-small-shaped
-    checkpoint, each streamed block left ~14 MB behind (12 blocks: +170 MB). Not glibc (macOS,
-    musl): nothing to do."""
-    import ctypes
-    import ctypes.util
+    For a streamed block's weights: from malloc, blocks freed between the forward pass's own
+    allocations leave holes that glibc keeps (measured on a GPT-2-small-shaped checkpoint:
+    ~14 MB left behind per block, +170 MB over 12 blocks). glibc can be told to map every
+    large allocation instead (mallopt), but that makes the forward pass's activations fault
+    their pages in afresh every time (+4 s of system time on 1,000 tokens)."""
+    import mmap
 
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 2**20)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
+    n = math.prod(shape)
+    if n == 0:
+        return torch.empty(shape, dtype=dtype)
+    return torch.frombuffer(mmap.mmap(-1, n * dtype.itemsize), dtype=dtype, count=n).view(shape)
 
 
 def _block_of(family):
@@ -700,13 +698,18 @@ class Weights:
         if key is None or self.dry or not self._reads(key):
             return _meta(shape)
         if own or not self.mapped or self.files.stored(key) != self.dtype:
-            tensor = torch.empty(shape, dtype=self.dtype)
+            tensor = self._empty(shape)
             self.files.read_into(key, tensor)
             self._check(name, key, tensor)
         else:
             tensor = self.files.tensor(key)
             self._check(name, key, None)  # from the file: the mapping's pages stay unread
         return tensor
+
+    def _empty(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """Memory for a tensor that is read: a streamed block's is given back when it goes."""
+        return torch.empty(shape, dtype=self.dtype) if self.mapped else \
+            _anonymous(shape, self.dtype)
 
     def _reads(self, key: str) -> bool:
         return self.only is None or self.only(key)
@@ -722,7 +725,7 @@ class Weights:
         shape = (sum(s[0] for _, s in parts), *parts[0][1][1:])
         if self.dry or None in keys or not all(map(self._reads, keys)):
             return _meta(shape)
-        out = torch.empty(shape, dtype=self.dtype)
+        out = self._empty(shape)
         row = 0
         for (name, (rows, *_)), key in zip(parts, keys):
             self.files.read_into(key, out[row:row + rows])
@@ -751,9 +754,13 @@ class Weights:
 
 
 def _finite(tensor: torch.Tensor) -> bool:
-    """No NaN or ±inf: both reach the extremes (max and min propagate NaN), so two reductions
-    and no tensor-sized temporary."""
-    return not tensor.numel() or all(torch.isfinite(x) for x in (tensor.amax(), tensor.amin()))
+    """No NaN or ±inf. One float32 sum first: NaN and ±inf carry through a sum, so a finite sum
+    means finite values; only a sum that is not finite (or finite values that overflow it)
+    needs the extremes (max and min propagate NaN: two reductions, no tensor-sized
+    temporary)."""
+    if not tensor.numel() or bool(torch.isfinite(tensor.sum(dtype=torch.float32))):
+        return True
+    return all(torch.isfinite(x) for x in (tensor.amax(), tensor.amin()))
 
 
 # --- tokenizer ------------------------------------------------------------------------------------
