@@ -1,11 +1,16 @@
 """The benchmark suite runs end to end (`benchmarks/run.py --quick`). No timing is asserted:
-speed is measured in benchmarks/, never in a unit test (SPEC §5)."""
+speed is measured in benchmarks/, never in a unit test (SPEC §5).
+
+The run is a few minutes of whole processes sharing nothing with the other tests: conftest.py
+starts it when collection ends (background.py) and runs this test last, which waits for it."""
 
 from __future__ import annotations
 
-import subprocess
+import os
 import sys
 from pathlib import Path
+
+from background import Job
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,9 +23,17 @@ TARGET_LINES = ("tokens --json", "no torch", "inspect --json", "256 tok wall", "
                 "train defaults")
 
 
-def test_quick_benchmark_runs_and_reports_every_target():
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick"],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+def quick_benchmark(tmp: Path) -> Job:
+    return Job([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick"],
+               dict(text=True, cwd=ROOT, env=dict(os.environ)), timeout=600)
+
+
+def background_jobs(items, tmp: Path) -> dict[str, Job]:
+    return {"quick benchmark": quick_benchmark(tmp)}
+
+
+def test_quick_benchmark_runs_and_reports_every_target(background):
+    done = background.result("quick benchmark", quick_benchmark)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     for label in TARGET_LINES:

@@ -20,26 +20,48 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from background import Job
 from test_cli import assert_user_error, invoke, ok, parse
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = ("Attention lets every token look at every other token and decide how much each one "
         "matters. The query asks, the key answers, and the value carries the information.")
+# 75 steps: greedy generation already continues the text with every token at p >= 0.98
+# (150 gave 0.99): far above any runner-up, and training is deterministic
+TEXT_STEPS = 75
+
+
+def attn_job(*args, timeout=600) -> Job:
+    env = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1"}
+    env.pop("ATTN_DEBUG", None)
+    return Job([sys.executable, "-m", "attn_cli", *map(str, args)],
+               dict(cwd=ROOT, env=env, stdin=subprocess.DEVNULL), timeout)
 
 
 def attn(*args, timeout=600):
-    env = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1"}
-    env.pop("ATTN_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "attn_cli", *map(str, args)],
-                          capture_output=True, timeout=timeout, cwd=ROOT, env=env,
-                          stdin=subprocess.DEVNULL)
+    return attn_job(*args, timeout=timeout).run()
+
+
+# The session fixtures' trainings, run beside the other tests (conftest.py, background.py)
+TRAININGS = {
+    "induction": lambda tmp: attn_job("train", "--out", tmp / "induction", "--snapshots", 100,
+                                      "--json"),
+    "text_model": lambda tmp: attn_job("train", TEXT, "--out", tmp / "text", "--steps",
+                                       TEXT_STEPS),
+}
+
+
+def background_jobs(items, tmp: Path) -> dict[str, Job]:
+    """For conftest.py: the trainings the selected tests will need."""
+    used = {name for item in items for name in item.fixturenames}
+    return {name: make(tmp) for name, make in TRAININGS.items() if name in used}
 
 
 @pytest.fixture(scope="session")
-def induction(tmp_path_factory) -> tuple[Path, list[dict]]:
+def induction(background) -> tuple[Path, list[dict]]:
     """The induction task with the defaults, snapshots every 100 steps, --json progress."""
-    out = tmp_path_factory.mktemp("train") / "induction"
-    proc = attn("train", "--out", out, "--snapshots", 100, "--json")
+    out = background.tmp / "induction"
+    proc = background.result("induction", TRAININGS["induction"])
     assert proc.returncode == 0, proc.stderr.decode()
     lines = [parse(line) for line in proc.stdout.decode().splitlines()]
     return out, lines
@@ -141,9 +163,9 @@ def reference_layer0(folder: Path, text: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def text_model(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("train") / "text"
-    proc = attn("train", TEXT, "--out", out, "--steps", 150)
+def text_model(background) -> Path:
+    out = background.tmp / "text"
+    proc = background.result("text_model", TRAININGS["text_model"])
     assert proc.returncode == 0, proc.stderr.decode()
     return out
 
@@ -170,14 +192,14 @@ def test_a_trained_folder_computes_what_the_maths_gives(text_model):
 def test_same_options_same_bytes(tmp_path):
     outs = []
     for name in ("a", "b"):
-        proc = attn("train", "--out", tmp_path / name, "--steps", 30, "--json", "--snapshots",
-                    10)
+        proc = attn("train", "--out", tmp_path / name, "--steps", 12, "--json", "--snapshots",
+                    4)
         assert proc.returncode == 0, proc.stderr.decode()
         outs.append(proc.stdout.replace(str(tmp_path / name).encode(), b"OUT"))
     assert outs[0] == outs[1]
     for f in ("config.json", "model.safetensors", "training.json", "snapshots.safetensors"):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
-    other = attn("train", "--out", tmp_path / "c", "--steps", 30, "--seed", 1)
+    other = attn("train", "--out", tmp_path / "c", "--steps", 12, "--seed", 1)
     assert other.returncode == 0
     assert (tmp_path / "c" / "model.safetensors").read_bytes() != \
         (tmp_path / "a" / "model.safetensors").read_bytes()
@@ -236,7 +258,7 @@ def test_mistakes_are_one_line(tmp_path, args, needle):
 
 def test_history_of_a_folder_without_snapshots(text_model, tmp_path):
     result = ok("history", "--model", text_model)
-    assert "no snapshots" in result.stdout and "150" in result.stdout
+    assert "no snapshots" in result.stdout and str(TEXT_STEPS) in result.stdout
     assert_user_error(invoke("history", "--model", tmp_path), "no training.json")
 
 
