@@ -6,7 +6,6 @@ and the thread must never outlive the command (Ctrl-C, a closed pipe, an error i
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from attn_cli import capture, output, render
 from attn_cli.models import ModelConfig, checkpoint, seeded
 from attn_cli.tokenize import get_encoding, tokenize
 
-from test_subprocess import ROOT, _env, attn
+from test_subprocess import ROOT, _env, assert_interrupted, attn
 
 transformers = pytest.importorskip("transformers")
 
@@ -145,17 +144,11 @@ def test_ctrl_c_while_streaming_stops_the_forward_thread_cleanly(tmp_path):
     written = tmp_path / "out.json"
     with open(written, "wb") as out:
         proc = _long_inspect(tmp_path, "--layer", "11", "--head", "0", stdout=out)
-        try:
-            deadline = time.monotonic() + 60
-            while written.stat().st_size == 0 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            time.sleep(0.3)
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=60)
-        finally:
-            proc.kill()
-    assert proc.returncode == 130, err
-    assert err.decode().strip() == "error: interrupted"
+        deadline = time.monotonic() + 60
+        while written.stat().st_size == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        assert_interrupted(proc)
     assert b'"layer":11' not in written.read_bytes()  # it stopped before the last layer
 
 

@@ -46,6 +46,18 @@ def schema(command: str) -> dict:
                       .read_text(encoding="utf-8"))
 
 
+def assert_interrupted(proc: subprocess.Popen) -> None:
+    """Press Ctrl-C in the running `proc` now: it must end with exit 130 and the one line
+    `error: interrupted` (the process is killed if it does not end)."""
+    try:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.decode().strip() == "error: interrupted"
+
+
 def assert_one_line_error(proc, *needles):
     err = text(proc.stderr)
     assert proc.returncode == 2, (proc.returncode, err)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from safetensors.numpy import load_file
 
 from background import Job
 from test_cli import assert_user_error, invoke, ok, parse
+from test_subprocess import assert_interrupted
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = ("Attention lets every token look at every other token and decide how much each one "
@@ -212,18 +212,12 @@ def test_ctrl_c_leaves_nothing_behind(tmp_path):
                              "--steps", "100000", "--every", "1"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL)
-    try:
-        first = proc.stdout.readline()  # the title: training has started
-        while b"step" not in first:
-            first = proc.stdout.readline()
-        proc.stdout.readline()  # a progress line
-        time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, err
-    assert err.decode().strip() == "error: interrupted"
+    first = proc.stdout.readline()  # the title: training has started
+    while b"step" not in first:
+        first = proc.stdout.readline()
+    proc.stdout.readline()  # a progress line
+    time.sleep(0.2)
+    assert_interrupted(proc)
     assert list(tmp_path.iterdir()) == []  # no folder, no hidden .model.*.partial
 
 
