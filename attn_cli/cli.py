@@ -893,15 +893,14 @@ def generate(
 
 
 def _stream_ndjson(header: dict, records) -> None:
-    """NDJSON written and flushed line by line, as each record is made (a callable record is
-    called when its turn comes)."""
+    """NDJSON written and flushed line by line, as each record is made."""
     from attn_cli import output
 
     out = sys.stdout.buffer
     out.write(output.dumps(header))
     out.flush()
     for record in records:
-        out.write(output.dumps(record() if callable(record) else record))
+        out.write(output.dumps(record))
         out.flush()
 
 
