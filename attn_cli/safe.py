@@ -23,7 +23,7 @@ import unicodedata
 
 _UNSAFE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
-# Set by the CLI when standard output cannot show more than ASCII: render.py then lays out
+# Set by the CLI when standard output cannot show more than ASCII: the views then lay out
 # token labels and numbers in ASCII (so column widths are right) before they are printed.
 ASCII = False
 

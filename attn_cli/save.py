@@ -74,7 +74,7 @@ def _heads(heads: list[HeadCapture]) -> dict[str, np.ndarray]:
 def _write(path: Path, cap: Capture, command: str, arrays: dict[str, np.ndarray]) -> None:
     """Write `arrays` and the ids, with the capture's metadata, to `path` (its suffix picks
     the format; `check(path)` was called before the work)."""
-    from attn_cli.render import inspect_header
+    from attn_cli.documents.attention import inspect_header
 
     metadata = {"format": FORMAT_NAME, **inspect_header(cap), "command": command}
     tensors = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in arrays.items()}

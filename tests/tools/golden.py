@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 REPO = Path(os.environ.get("ATTN_GOLDEN_TREE") or HERE.parents[1]).resolve()
 GOLDEN = HERE / "golden.json"
 ROOT = Path(os.environ.get("ATTN_GOLDEN_ROOT", "/tmp/attn-golden"))
-CKPT = ROOT / "ckpt"
+CKPT = Path("/tmp/attn-golden/ckpt")  # shared by every ROOT: built once
 FIXTURES = REPO.parent / "shared" / "fixtures" / "gpt2-tokenizer"
 S = "The cat sat on the mat"
 LONG = "The animal didn't cross the street because it was tired."
@@ -249,9 +249,12 @@ def _start(work: Path, args: list[str]) -> int:
         os._exit(code)
 
 
+def _paths(data: bytes) -> bytes:
+    return data.replace(str(CKPT).encode(), b"ROOT/ckpt").replace(str(ROOT).encode(), b"ROOT")
+
+
 def _result(work: Path, rc: int) -> dict:
-    out = (work / ".stdout").read_bytes().replace(str(ROOT).encode(), b"ROOT")
-    err = (work / ".stderr").read_bytes().replace(str(ROOT).encode(), b"ROOT")
+    out, err = (_paths((work / name).read_bytes()) for name in (".stdout", ".stderr"))
     files = {}
     for path in sorted(work.rglob("*")):
         if path.is_file() and path.name not in (".stdout", ".stderr") \

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from attn_cli.models.config import ModelConfig
-from attn_cli.models.families import HFConfig
+from attn_cli.models.families.hf_config import HFConfig
 
 NAMES = ("attn",)
 PREFIXES = ()
@@ -45,7 +45,7 @@ def vocabulary(hf: HFConfig) -> list[int]:
 
 def tokenizer(hf: HFConfig):
     """The encoding named in config.json, cut down to the model's vocabulary."""
-    from attn_cli.tokenize import VocabTokenizer, get_encoding
+    from attn_cli.tokenizers import VocabTokenizer, get_encoding
 
     encoding = get_encoding(hf.str("encoding", "o200k_base"))
     vocab = vocabulary(hf)

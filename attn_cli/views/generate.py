@@ -1,8 +1,8 @@
-"""Predictions and generation on the terminal and as JSON: `inspect --predict`, `attn generate`.
+"""Predictions and generation on the terminal: `inspect --predict`, `attn generate`.
 
-Plain data in (Candidate, Step from generate.py, Token), rich renderables or JSON-ready dicts
-out; never a tensor. Terminal strings go through `shown` (whitespace made visible, control and
-bidi characters escaped); JSON keeps the exact text.
+Plain data in (Candidate, Step from generate.py, Token), rich renderables out
+(documents/generate.py: JSON); never a tensor. Terminal strings go through `shown` (whitespace
+made visible, control and bidi characters escaped); JSON keeps the exact text.
 """
 
 from __future__ import annotations
@@ -16,12 +16,17 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from attn_cli.render import LABEL_WIDTH, View, _fmt, _ramp, _rgb_style, describe, plural
-from attn_cli.tokenize import Token, visible
-from attn_cli.tokens_view import SCHEMA_VERSION
+from attn_cli.tokenizers.base import Token, visible
+from attn_cli.views.matrix import LABEL_WIDTH, View, _fmt, _ramp, _rgb_style, plural
+from attn_cli.views.parts import describe
+
 
 _SHADES = " ░▒▓█"
+
+
 _BIDI = {0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+
+
 STOPS = {"length": "the -n count", "end_of_text": "the model's end-of-text token",
          "positions": "the model's position limit"}
 
@@ -66,13 +71,6 @@ def _prob_style(p: float, view: View):
     return _rgb_style(*_ramp(p)) if view.color else ""
 
 
-# ---------------------------------------------------------------- inspect --predict
-
-def predictions_records(tokens: list[Token], preds) -> list[dict]:
-    """JSON: one {index, top: [{id, token, probability}]} per input position."""
-    return [{"index": t.index, "top": [c.to_dict() for c in top]} for t, top in zip(tokens, preds)]
-
-
 def predictions_panel(tokens: list[Token], preds, view: View) -> RenderableType:
     """After the matrices: each position's most likely next tokens, probability-coloured."""
     k = max((len(top) for top in preds), default=0)
@@ -96,50 +94,6 @@ def with_predictions(view_renderable: RenderableType, tokens, preds, view: View
                      ) -> RenderableType:
     return Group(view_renderable, Text(), predictions_panel(tokens, preds, view))
 
-
-# ---------------------------------------------------------------- generate: JSON
-
-def generate_header(prompt: str, encoding: str, cfg, tokens: list[Token], sampling) -> dict:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "command": "generate",
-        "prompt": prompt,
-        "encoding": encoding,
-        "model": cfg.to_dict(),
-        "tokens": [t.to_dict() for t in tokens],
-        "sampling": sampling.to_dict(),
-    }
-
-
-def step_record(step) -> dict:
-    return {
-        "index": step.index,
-        "id": step.id,
-        "token": step.text,
-        "bytes": "" if step.raw is None else step.raw.hex(),
-        "probability": step.probability,
-        "top": [c.to_dict() for c in step.top],
-        "attention": [{"layer": layer, "head": head, "weights": w}
-                      for layer, head, w in step.attention],
-    }
-
-
-def continuation(steps) -> str:
-    return b"".join(s.raw or b"" for s in steps).decode("utf-8", errors="replace")
-
-
-def generate_tail(prompt: str, steps, stop: str) -> dict:
-    return {"text": prompt + continuation(steps), "stop": stop}
-
-
-def generate_doc(prompt: str, encoding: str, cfg, tokens, sampling, steps, stop: str) -> dict:
-    doc = generate_header(prompt, encoding, cfg, tokens, sampling)
-    doc["generated"] = [step_record(s) for s in steps]
-    doc.update(generate_tail(prompt, steps, stop))
-    return doc
-
-
-# ---------------------------------------------------------------- generate: terminal
 
 def generate_title(cfg, encoding: str, n_prompt: int, sampling) -> Text:
     how = "greedy" if sampling.greedy else (
