@@ -42,24 +42,14 @@ def build_checkpoints() -> None:
     import torch  # noqa: F401
     import transformers
 
+    from test_cross import BART_CASES
+    from test_families import CASES as BASES
     from test_families import randomize
+    from test_generate import CASES as LMS
 
     shutil.rmtree(CKPT, ignore_errors=True)
-    specs = {
-        "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(n_layer=2, n_head=4, n_embd=32,
-                                                       n_positions=64)),
-        "llama": ("LlamaConfig", "LlamaForCausalLM", dict(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-            intermediate_size=48, rope_theta=500.0, max_position_embeddings=64,
-            tie_word_embeddings=False)),
-        "bert": ("BertConfig", "BertModel", dict(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-            max_position_embeddings=64)),
-        "bart": ("BartConfig", "BartForConditionalGeneration", dict(
-            d_model=24, encoder_layers=2, decoder_layers=2, encoder_attention_heads=3,
-            decoder_attention_heads=3, encoder_ffn_dim=32, decoder_ffn_dim=32,
-            max_position_embeddings=40, decoder_start_token_id=7)),
-    }
+    specs = {"gpt2": LMS["gpt2"], "llama": LMS["llama-gqa"], "bert": BASES["bert"],
+             "bart": ("BartConfig", *BART_CASES["bart-lm-head"])}
     for seed, (name, (cfg, cls, args)) in enumerate(specs.items()):
         config = getattr(transformers, cfg)(vocab_size=50257, attn_implementation="eager", **args)
         hf = getattr(transformers, cls)(config)
