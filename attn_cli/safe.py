@@ -3,7 +3,7 @@
 Everything `attn` prints to a terminal that it did not write itself (token text, paths, option
 values, a model folder's name) passes through `terminal()`, which shows as visible escapes the
 characters that would move the cursor, recolour the screen, reverse the rest of a line or split
-it: C0 controls and DEL as `<1B>` (tokenize.visible's convention for token bytes), and C1
+it: C0 controls and DEL as `<1B>` (tokenizers.visible's convention for token bytes), and C1
 controls, Unicode format characters (bidi overrides such as U+202E, zero-width spaces, the BOM)
 and the line and paragraph separators U+2028/U+2029 as `<U+202E>`. A lone surrogate that stands
 for an undecodable byte (a path that is not UTF-8) is shown as that byte, `<FF>`. The escapes

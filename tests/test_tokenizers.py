@@ -1,4 +1,4 @@
-"""A checkpoint's own tokenizer (SPEC §2) and the Tokenizer interface (attn_cli/tokenize.py).
+"""A checkpoint's own tokenizer (SPEC §2) and the Tokenizer interface (attn_cli/tokenizers/).
 
 Checkpoint folders of six tokenizer styles are built here, once per session, with the
 `tokenizers` library from GPT-2's real vocab.json + merges.txt (../shared/fixtures) — GPT-2,

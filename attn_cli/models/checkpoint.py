@@ -13,18 +13,14 @@ Nothing in the folder is trusted: config.json is read with a size and depth limi
 value checked; the tensors' names and shapes are checked against config.json from the files'
 headers before a weight is read; every tensor must be finite; every shard an index names stays
 inside the folder. Each problem is one `ModelLoadError` line that says what is wrong and what
-to do.
-
-    locate.py    where the folder is (a path, or the Hugging Face cache)
-    weights.py   the weight files and the checked tensors a family's converter reads
-    checkpoint   this module: config.json, the tokenizer, and the model built from them
+to do. folders.py finds the folder and reads its config.json and tokenizer (no torch);
+weights.py reads the weight files; this module builds the model from them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import re
 from pathlib import Path
 
@@ -34,13 +30,11 @@ from attn_cli.errors import AttnError, ModelLoadError
 from attn_cli.models import transformer
 from attn_cli.models.config import ModelConfig
 from attn_cli.models.families import HFConfig, families, supported
-from attn_cli.models.locate import resolve
+from attn_cli.models.folders import (  # noqa: F401  (where a checkpoint is: torch-free)
+    _ALIASES, CONFIG_DEPTH, CONFIG_LIMIT, PYTORCH_BIN, SAFETENSORS, SAFETENSORS_INDEX,
+    TOKENIZER_FILES, _missing, _snapshot, hub_cache_dir, load_tokenizer, read_config, resolve,
+    split_revision)
 from attn_cli.models.weights import WeightFiles, Weights, _check_layers, _strip, default_dtype
-
-CONFIG_LIMIT = 4 * 2**20  # bytes: real config.json files are a few kB
-
-
-CONFIG_DEPTH = 64  # nesting: real config.json files are 3 or 4 deep
 
 
 def load(spec: str, device: str = "cpu", dtype: str | None = None, streamed: bool = False):
@@ -80,6 +74,7 @@ def load(spec: str, device: str = "cpu", dtype: str | None = None, streamed: boo
         model = build(cfg, family.convert(Weights(source, family, cfg), cfg))
         source.close()  # the tensors that are mapped keep their file mapped
         model = model.to(device)
+    model.stored_weights = source.listing()  # attn model shows the checkpoint's own names
     vocab = cfg.vocab_size
     if tokenizer.max_token_value >= vocab:
         raise ModelLoadError(
@@ -112,55 +107,6 @@ def _block_tensors(files: "WeightFiles", family, cfg: ModelConfig, block, i: int
             if name.startswith(prefix)}
 
 
-def read_config(folder: Path) -> dict:
-    path = folder / "config.json"
-    if not path.is_file():
-        raise ModelLoadError(
-            f"no config.json in {folder}: a checkpoint folder needs config.json, the weights "
-            f"(model.safetensors) and the tokenizer files (save_pretrained writes them)"
-        )
-    if path.stat().st_size > CONFIG_LIMIT:
-        raise ModelLoadError(f"{path} is {path.stat().st_size:,} bytes, far more than any "
-                             f"model's config.json: restore it from the checkpoint's source")
-    try:
-        text = path.read_text(encoding="utf-8")
-        _check_depth(text, path)
-        hf = json.loads(text)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        detail = "nested too deep" if isinstance(exc, RecursionError) else exc
-        raise ModelLoadError(
-            f"{path} is not valid JSON ({detail}): restore it from the checkpoint's source"
-        ) from None
-    if not isinstance(hf, dict):
-        raise ModelLoadError(
-            f"{path} is not a JSON object: restore it from the checkpoint's source")
-    return hf
-
-
-def _check_depth(text: str, path: Path) -> None:
-    """Refuse nesting deeper than CONFIG_DEPTH before the parser recurses into it."""
-    depth = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > CONFIG_DEPTH:
-                raise ModelLoadError(f"{path} nests more than {CONFIG_DEPTH} levels deep, which "
-                                     f"no model config does: restore it from the checkpoint's "
-                                     f"source")
-        elif ch in "]}":
-            depth -= 1
-
-
 def model_config(folder: Path):
     """(ModelConfig, family module) for the folder's config.json."""
     where = folder / "config.json"
@@ -182,24 +128,7 @@ def model_config(folder: Path):
         raise ModelLoadError(f"{where} describes a model attn cannot build: {exc}") from None
 
 
-TOKENIZER_FILES = ("vocab.json", "merges.txt")  # the GPT-2-style pair (or tokenizer.json)
-
-
-def load_tokenizer(folder: Path, family=None):
-    """The folder's own tokenizer (tokenizer.json, or vocab.json + merges.txt): see
-    hf_tokenizer; or the family's own (a model trained by attn train names an encoding and its
-    vocabulary in config.json). Its problems are the checkpoint's problems."""
-    from attn_cli import hf_tokenizer
-
-    if hasattr(family, "tokenizer"):
-        return family.tokenizer(HFConfig(read_config(folder), folder / "config.json"))
-    try:
-        return hf_tokenizer.load(folder)
-    except ModelLoadError:
-        raise
-    except AttnError as exc:
-        raise ModelLoadError(str(exc)) from None
-
+# --- weights into the model -------------------------------------------------------------------
 
 @contextlib.contextmanager
 def _no_embedding_init():

@@ -17,32 +17,7 @@ import torch
 
 from attn_cli.errors import ModelLoadError
 from attn_cli.models.config import DTYPES, ModelConfig
-
-
-SAFETENSORS = "model.safetensors"
-
-
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-
-
-PYTORCH_BIN = "pytorch_model.bin"
-
-
-def _anonymous(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """An empty tensor in memory of its own, mapped from the kernel (not from malloc) and
-    given back to it when the tensor is freed.
-
-    For a streamed block's weights: from malloc, blocks freed between the forward pass's own
-    allocations leave holes that glibc keeps (measured on a GPT-2-small-shaped checkpoint:
-    ~14 MB left behind per block, +170 MB over 12 blocks). glibc can be told to map every
-    large allocation instead (mallopt), but that makes the forward pass's activations fault
-    their pages in afresh every time (+4 s of system time on 1,000 tokens)."""
-    import mmap
-
-    n = math.prod(shape)
-    if n == 0:
-        return torch.empty(shape, dtype=dtype)
-    return torch.frombuffer(mmap.mmap(-1, n * dtype.itemsize), dtype=dtype, count=n).view(shape)
+from attn_cli.models.folders import PYTORCH_BIN, SAFETENSORS, SAFETENSORS_INDEX
 
 
 def describe_sizes(cfg: ModelConfig) -> str:
@@ -64,6 +39,11 @@ _FLOATS = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16,
            "F16": torch.float16}
 
 
+_DTYPE_NAMES = {"F64": "float64", "F32": "float32", "BF16": "bfloat16", "F16": "float16",
+                "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+                "BOOL": "bool"}
+
+
 CHUNK = 16 * 2**20  # bytes read at a time where the stored dtype is converted
 
 
@@ -77,6 +57,7 @@ class WeightFiles:
         self.folder = folder
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.dtypes: dict[str, str] = {}
+        self.used: set[str] = set()  # the tensors a family's convert reads (the rest: task heads…)
         self._where: dict[str, Path] = {}  # tensor name -> safetensors file
         self._span: dict[str, tuple[int, int]] = {}  # tensor name -> its bytes in that file
         self._open: dict[Path, object] = {}  # safe_open handles, kept while loading
@@ -178,6 +159,14 @@ class WeightFiles:
         for key, tensor in state.items():
             self.shapes[key] = tuple(tensor.shape)
             self.dtypes[key] = str(tensor.dtype)
+
+    def listing(self) -> list[dict]:
+        """Every tensor under the checkpoint's own name: shape, stored dtype, and whether attn
+        reads it (a task head's classifier, a pooler or a sentence-transformers head is not)."""
+        return [{"name": key, "shape": list(shape),
+                 "dtype": _DTYPE_NAMES.get(self.dtypes[key], self.dtypes[key].replace("torch.", "")),
+                 "used": key in self.used}
+                for key, shape in self.shapes.items()]
 
     def stored(self, key: str) -> torch.dtype | None:
         """The dtype a tensor is stored in; None if it is not floating point."""
@@ -376,6 +365,7 @@ class Weights:
             self.missing.append(name)
             return None
         key = self.names[name]
+        self.files.used.add(key)
         found = self.files.shapes[key]
         if found != tuple(shape):
             self.bad.append((name, found, tuple(shape)))
@@ -460,3 +450,20 @@ def _finite(tensor: torch.Tensor) -> bool:
     if not tensor.numel() or bool(torch.isfinite(tensor.sum(dtype=torch.float32))):
         return True
     return all(torch.isfinite(x) for x in (tensor.amax(), tensor.amin()))
+
+
+def _anonymous(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An empty tensor in memory of its own, mapped from the kernel (not from malloc) and
+    given back to it when the tensor is freed.
+
+    For a streamed block's weights: from malloc, blocks freed between the forward pass's own
+    allocations leave holes that glibc keeps (measured on a GPT-2-small-shaped checkpoint:
+    ~14 MB left behind per block, +170 MB over 12 blocks). glibc can be told to map every
+    large allocation instead (mallopt), but that makes the forward pass's activations fault
+    their pages in afresh every time (+4 s of system time on 1,000 tokens)."""
+    import mmap
+
+    n = math.prod(shape)
+    if n == 0:
+        return torch.empty(shape, dtype=dtype)
+    return torch.frombuffer(mmap.mmap(-1, n * dtype.itemsize), dtype=dtype, count=n).view(shape)

@@ -67,6 +67,10 @@ def load(folder: Path) -> Tokenizer:
         if not isinstance(spec, dict) or not isinstance(spec.get("model"), dict):
             raise EncodingError(f"{folder / source} has no tokenizer model: download or save "
                                 f"the tokenizer again")
+        # A saved padding or truncation setting (sentence-transformers files carry Fixed 128)
+        # is ignored, as AutoTokenizer ignores it: attn never pads, and never cuts text
+        # silently (too long for the positions is an error, or --truncate).
+        spec["padding"] = spec["truncation"] = None
     elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
         source = "vocab.json + merges.txt"
         spec, fast = _spec_from_pair(folder, config)

@@ -89,7 +89,7 @@ def _cell_rgb(value: float, scale: str, span: float) -> tuple[int, int, int]:
 
 def token_text(token: Token) -> str:
     """A token's visible text, safe for the terminal (SPEC §4: escapes for control, format
-    and bidi characters that tokenize.visible leaves as they are)."""
+    and bidi characters that tokenizers.visible leaves as they are)."""
     return safe.terminal(token.display)
 
 

@@ -1,5 +1,8 @@
-"""Where a checkpoint is: a folder as given, or a NAME[@REV] in the local Hugging Face cache
-(the snapshot of that revision, complete enough to load). Nothing is ever downloaded here.
+"""Where a checkpoint is, without torch: a folder, a sentence-transformers folder's model, or a
+name in the local Hugging Face cache; its config.json, read with limits; its tokenizer.
+
+`attn tokens --model M` runs on this module alone, so it never imports torch; checkpoint.py
+builds the model from what it finds.
 """
 
 from __future__ import annotations
@@ -9,9 +12,15 @@ import os
 import re
 from pathlib import Path
 
-from attn_cli.errors import ModelLoadError
-from attn_cli.models.weights import PYTORCH_BIN, SAFETENSORS, SAFETENSORS_INDEX
+from attn_cli.errors import AttnError, ModelLoadError
+from attn_cli.models.families import HFConfig
 
+SAFETENSORS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PYTORCH_BIN = "pytorch_model.bin"
+CONFIG_LIMIT = 4 * 2**20  # bytes: real config.json files are a few kB
+CONFIG_DEPTH = 64  # nesting: real config.json files are 3 or 4 deep
+MODULES_LIMIT = 2**20  # bytes: a sentence-transformers modules.json is a few hundred
 
 # Hub names that moved under an organisation; the cache may hold either spelling.
 _ALIASES = {
@@ -21,16 +30,12 @@ _ALIASES = {
     "gpt2-xl": "openai-community/gpt2-xl",
     "distilgpt2": "distilbert/distilgpt2",
 }
-
-
 _REPO_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
 _REVISION = re.compile(r"^[\w.-]+(/[\w.-]+)*$")  # a branch, tag or commit: main, v1.0, refs/pr/1
-
-
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
+
+# --- where the checkpoint is ------------------------------------------------------------------
 
 def hub_cache_dir() -> Path:
     """The Hugging Face hub cache, as huggingface_hub finds it."""
@@ -124,7 +129,7 @@ def resolve(spec: str) -> Path:
         raise ModelLoadError("--model is empty: pass a checkpoint folder or a name such as gpt2")
     path = Path(spec).expanduser()
     if path.is_dir():
-        return path
+        return model_folder(path)
     if path.exists():
         raise ModelLoadError(
             f"--model {spec} is a file, not a folder: pass the checkpoint folder that holds "
@@ -162,3 +167,103 @@ def resolve(spec: str) -> Path:
         f"download {download}` on a machine that has it and copy its cache here or set "
         f"HF_HUB_CACHE to it), or pass a folder path"
     )
+
+def model_folder(folder: Path) -> Path:
+    """The folder that holds the model's config.json. A sentence-transformers folder names its
+    modules in modules.json; the Transformer module is at the root (path "") or, in the older
+    layout, in a subfolder such as 0_Transformer/, beside 1_Pooling/."""
+    modules = folder / "modules.json"
+    if (folder / "config.json").is_file() or not modules.is_file():
+        return folder
+    try:
+        if modules.stat().st_size > MODULES_LIMIT:
+            return folder
+        entries = json.loads(modules.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return folder  # read_config says what is missing
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict) or not str(entry.get("type", "")).endswith(".Transformer"):
+            continue
+        path = entry.get("path")
+        if not isinstance(path, str):
+            continue
+        inner = (folder / path).resolve()
+        if inner.is_relative_to(folder.resolve()) and (inner / "config.json").is_file():
+            return folder / path
+    return folder
+
+
+# --- config.json --------------------------------------------------------------------------------
+
+def read_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ModelLoadError(
+            f"no config.json in {folder}: a checkpoint folder needs config.json, the weights "
+            f"(model.safetensors) and the tokenizer files (save_pretrained writes them)"
+        )
+    if path.stat().st_size > CONFIG_LIMIT:
+        raise ModelLoadError(f"{path} is {path.stat().st_size:,} bytes, far more than any "
+                             f"model's config.json: restore it from the checkpoint's source")
+    try:
+        text = path.read_text(encoding="utf-8")
+        _check_depth(text, path)
+        hf = json.loads(text)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        detail = "nested too deep" if isinstance(exc, RecursionError) else exc
+        raise ModelLoadError(
+            f"{path} is not valid JSON ({detail}): restore it from the checkpoint's source"
+        ) from None
+    if not isinstance(hf, dict):
+        raise ModelLoadError(
+            f"{path} is not a JSON object: restore it from the checkpoint's source")
+    return hf
+
+
+def _check_depth(text: str, path: Path) -> None:
+    """Refuse nesting deeper than CONFIG_DEPTH before the parser recurses into it."""
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > CONFIG_DEPTH:
+                raise ModelLoadError(f"{path} nests more than {CONFIG_DEPTH} levels deep, which "
+                                     f"no model config does: restore it from the checkpoint's "
+                                     f"source")
+        elif ch in "]}":
+            depth -= 1
+
+
+# --- tokenizer ----------------------------------------------------------------------------------
+
+TOKENIZER_FILES = ("vocab.json", "merges.txt")  # the GPT-2-style pair (or tokenizer.json)
+
+
+def load_tokenizer(folder: Path, family=None):
+    """The folder's own tokenizer (tokenizer.json, or vocab.json + merges.txt): see
+    tokenizers/hf.py; or the family's own (a model trained by attn train names an encoding and its
+    vocabulary in config.json). Its problems are the checkpoint's problems."""
+    from attn_cli.tokenizers import hf as hf_tokenizer
+
+    if hasattr(family, "tokenizer"):
+        return family.tokenizer(HFConfig(read_config(folder), folder / "config.json"))
+    if family is None and read_config(folder).get("model_type") == "attn":
+        from attn_cli.models.families import attn  # attn train's folders: the family says
+
+        return attn.tokenizer(HFConfig(read_config(folder), folder / "config.json"))
+    try:
+        return hf_tokenizer.load(folder)
+    except ModelLoadError:
+        raise
+    except AttnError as exc:
+        raise ModelLoadError(str(exc)) from None
