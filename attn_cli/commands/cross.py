@@ -203,6 +203,7 @@ def cross(
     from attn_cli import output
     from attn_cli.documents.cross import (attention_record, cross_doc, embeddings_doc,
                                           header_doc, query_doc, steps_doc)
+    from attn_cli.documents.attention import steps_ndjson
     from attn_cli.views.cross import cross_view, steps_view
 
     n = max(len(src), len(tgt))
@@ -213,10 +214,7 @@ def cross(
             if json:
                 output.write_json(doc)
             else:
-                stages = doc.pop("stages")
-                q = doc.pop("query", None)
-                records = [{"stage": s, "values": v} for s, v in stages.items()]
-                output.write_ndjson(doc, records + ([{"query": q}] if q is not None else []))
+                output.write_ndjson(*steps_ndjson(doc))
         else:
             _terminal("cross", lambda view: steps_view(cap, h, view, query), no_color,
                       svg, html, precision=precision, dims=dims, full=full, n=n)

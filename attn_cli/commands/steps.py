@@ -37,7 +37,7 @@ def steps(
         raise ConfigError(f"--query {query} is out of range: the input has {n} "
                           f"token{'s' if n != 1 else ''} (0-{n - 1})")
     from attn_cli import output
-    from attn_cli.documents.attention import steps_doc
+    from attn_cli.documents.attention import steps_doc, steps_ndjson
     from attn_cli.views.steps import steps_view
 
     h = cap.head(layer, head)
@@ -46,10 +46,7 @@ def steps(
         if json:
             output.write_json(doc)
         else:
-            stages = doc.pop("stages")
-            q = doc.pop("query", None)
-            records = [{"stage": name, "values": values} for name, values in stages.items()]
-            output.write_ndjson(doc, records + ([{"query": q}] if q is not None else []))
+            output.write_ndjson(*steps_ndjson(doc))
     else:
         _terminal("steps", lambda view: steps_view(cap, h, view, query), no_color, svg,
                   html, precision=precision, dims=dims, full=full, n=len(cap.tokens))

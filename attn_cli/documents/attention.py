@@ -153,6 +153,15 @@ def steps_doc(cap: Capture, h: HeadCapture, query: int | None) -> dict:
     return out
 
 
+def steps_ndjson(doc: dict) -> tuple[dict, list[dict]]:
+    """A steps document (steps_doc, or cross --steps) as NDJSON: its header fields, then one
+    record per stage, then the query's (if any)."""
+    stages = doc.pop("stages")
+    q = doc.pop("query", None)
+    records = [{"stage": name, "values": values} for name, values in stages.items()]
+    return doc, records + ([{"query": q}] if q is not None else [])
+
+
 def rollout_doc(cap: Capture, rolled: np.ndarray, top_k: int) -> dict:
     return {**_head_doc(cap, "rollout"), "rollout": rolled,
             "top": top_records(cap, rolled, top_k)}

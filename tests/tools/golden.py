@@ -60,12 +60,18 @@ def build_checkpoints() -> None:
     (CKPT / "done").write_text("")
 
 
+def _name(args) -> str:
+    """A case's name: its arguments, with this machine's folders as CKPT, ROOT and REPO."""
+    return " ".join(args).replace(str(CKPT), "CKPT").replace(str(ROOT), "ROOT") \
+        .replace(str(REPO), "REPO")
+
+
 def cases() -> dict[str, list[str]]:
     g, ll, be, ba = (str(CKPT / n) for n in ("gpt2", "llama", "bert", "bart"))
     out: dict[str, list[str]] = {}
 
     def add(*args: str) -> None:
-        out[" ".join(args)] = list(args)
+        out[_name(args)] = list(args)
 
     # README examples (pipes to jq dropped: the JSON itself is hashed)
     add("inspect", S)
@@ -185,7 +191,7 @@ def follow_ups() -> dict[str, list[str]]:
                  ["history", "--model", "trained", "--maps", "2", "--no-color"],
                  ["heads", "--model", "trained", "--repeat", "5", "--no-color"],
                  ["generate", "--model", "text", "The cat", "-n", "4", "--no-color"]):
-        out[" ".join(args)] = args
+        out[_name(args)] = args
     return out
 
 
@@ -283,7 +289,7 @@ def run_all() -> dict:
     follow = ROOT / "work" / "follow"
     follow.mkdir(parents=True)
     for name in ("trained", "text"):
-        src = ROOT / "work" / sha(" ".join(cases_named("train", name)).encode()) / name
+        src = ROOT / "work" / sha(_name(cases_named("train", name)).encode()) / name
         shutil.copytree(src, follow / name)
     for name, args in follow_ups().items():
         results.update(_run_many([(name, follow, args)], parallel=1))
