@@ -50,6 +50,48 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
     return out
 
 
+def defined(path: Path) -> set[str] | None:
+    """The names a module binds at its top level (defs, classes, assignments, imports, inside
+    a top-level try or if too); None when a module __getattr__ makes any name possible."""
+    names = set()
+    todo = list(ast.parse(path.read_text(encoding="utf-8")).body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                names |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.Try, ast.If)):
+            todo += node.body + node.orelse + getattr(node, "finalbody", [])
+            todo += [s for h in getattr(node, "handlers", []) for s in h.body]
+    return None if "__getattr__" in names else names
+
+
+def unresolved() -> list[str]:
+    """Every `import attn_cli.x` / `from attn_cli.x import y` whose module or name is not in
+    this tree. (An editable install of another checkout would otherwise serve it silently.)"""
+    found = modules()
+    out = []
+    for name, path in found.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                out += [f"{name}: import {a.name}" for a in node.names
+                        if a.name.split(".")[0] == "attn_cli" and a.name not in found]
+            elif isinstance(node, ast.ImportFrom) and not node.level and \
+                    (node.module or "").split(".")[0] == "attn_cli":
+                if node.module not in found:
+                    out.append(f"{name}: from {node.module} import …")
+                    continue
+                names = defined(found[node.module])
+                out += [f"{name}: from {node.module} import {a.name}" for a in node.names
+                        if f"{node.module}.{a.name}" not in found
+                        and names is not None and a.name not in names]
+    return out
+
+
 def graph() -> dict[str, set[str]]:
     found = modules()
     return {name: imports(name, path, set(found)) for name, path in found.items()}
@@ -108,6 +150,11 @@ def test_no_module_imports_a_module_that_imports_it():
     edges = graph()
     found = cycles(edges)
     assert not found, "import cycles:\n" + "\n".join(describe(c, edges) for c in found)
+
+
+def test_every_attn_cli_import_names_something_in_this_tree():
+    missing = unresolved()
+    assert not missing, "imports of what this tree does not have:\n" + "\n".join(missing)
 
 
 def test_no_module_is_over_500_lines():
