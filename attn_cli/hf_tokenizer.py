@@ -56,7 +56,7 @@ import tiktoken
 from attn_cli.errors import EncodingError
 from attn_cli.tokenize import Token, Tokenizer, get_encoding
 
-EXTRA = "pip install 'attn-cli[hf]'"
+EXTRA = "pip install 'attn-cli[hf]' (installed with pipx: pipx inject attn-cli tokenizers)"
 
 # The sha256 that tiktoken pins for GPT-2's encoder.json / vocab.bpe: a Hugging Face GPT-2
 # folder's vocab.json and merges.txt are byte-identical to them, and then the bundled gpt2 ranks
