@@ -19,7 +19,7 @@ from attn_cli.tokenizers.hf_files import _Config, _named_ids, _steps, _template,
 from attn_cli.tokenizers.ranks import _Unsupported, _merges_txt, _unbyte
 
 
-EXTRA = "pip install 'attn-cli[hf]'"
+EXTRA = "pip install 'attn-cli[hf]' (installed with pipx: pipx inject attn-cli tokenizers)"
 
 
 def _library(spec: dict, config: _Config, source: str, why: _Unsupported,
