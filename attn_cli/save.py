@@ -50,9 +50,10 @@ def inspect(path: Path, cap: Capture) -> None:
     _write(path, cap, "inspect", {**_heads(cap.heads), "embeddings": cap.embeddings})
 
 
-def heads(path: Path, cap: Capture, layer: int) -> None:
-    """The heads of the layer shown (with --pattern every layer is captured, one is shown)."""
-    _write(path, cap, "heads", _heads([h for h in cap.heads if h.layer == layer]))
+def heads(path: Path, cap: Capture, layer: int | None) -> None:
+    """The heads of the layer shown (with --pattern every layer is captured, one is shown);
+    layer None (the map): every head."""
+    _write(path, cap, "heads", _heads([h for h in cap.heads if layer in (None, h.layer)]))
 
 
 def rollout(path: Path, cap: Capture, means: list[np.ndarray], rolled: np.ndarray) -> None:

@@ -46,7 +46,13 @@ def summarise(cap: Capture, layer: int | None = None) -> list[HeadSummary]:
 def ranking(cap: Capture, pattern: str) -> list[tuple[int, int, float | None]]:
     """(layer, head, score) of every captured head, best first; None scores last."""
     key = PATTERN_SCORES[pattern]
-    rows = [(s.head.layer, s.head.head, s.scores.to_dict()[key]) for s in summarise(cap)]
+    return best_first([(s.head.layer, s.head.head, s.scores.to_dict()[key])
+                       for s in summarise(cap)])
+
+
+def best_first(rows: list[tuple[int, int, float | None]]) -> list[tuple[int, int, float | None]]:
+    """(layer, head, score) rows, highest score first, equal scores in (layer, head) order,
+    heads that cannot be scored (None) last."""
     return sorted(rows, key=lambda r: (r[2] is None, -(r[2] or 0.0), r[0], r[1]))
 
 

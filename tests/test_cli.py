@@ -979,7 +979,7 @@ def test_help_keeps_square_brackets(command, needles):
 
 
 def test_heads_maps_wrap_in_rows_separated_by_a_blank_line():
-    out = ok("heads", "The cat sat", "--heads", "8", "--d-model", "32",
+    out = ok("heads", "The cat sat", "--heads", "8", "--d-model", "32", "--layer", "0",
              env={"COLUMNS": "60"}).stdout.splitlines()
     titles = [n for n, line in enumerate(out) if line.strip().startswith("head 0")
               or line.strip().startswith("head 5")]

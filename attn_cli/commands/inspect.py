@@ -29,6 +29,9 @@ def inspect(
     precision: Precision = 2, dims: Dims = "8", json: Json = False, ndjson: NDJson = False,
     no_color: NoColor = False, full: Full = False, svg: Svg = None, html: Html = None,
     predict: Predict = None, save: SaveTo = None,
+    every: Annotated[bool, _view(
+        "--all", help="Every head's matrix, however many heads the model has (a model with more "
+                      "than 16 starts with the map of its heads).")] = False,
 ) -> None:
     """Tokens, per-head attention (heat-coloured), top-k attended tokens, embeddings."""
     _check_formats(json, ndjson, svg, html, save)
@@ -69,8 +72,12 @@ def inspect(
             records = _then(records, _with_predictions({}, cap, preds))
         output.write_ndjson(inspect_header(cap), records)
     else:
-        make = (lambda view: inspect_view(cap, view)) if preds is None else \
-            _predicted_view(cap, preds)
+        from attn_cli.views.map import inspect_map_view, overview
+
+        first = inspect_map_view if overview(
+            cap.config, bool(layer or head or every or reduce)) else inspect_view
+        make = (lambda view: first(cap, view)) if preds is None else \
+            _predicted_view(cap, preds, first)
         _terminal("inspect", make, no_color, svg, html,
                   precision=precision, top_k=top_k, dims=dims, full=full, n=len(cap.tokens))
 
@@ -83,8 +90,7 @@ def _with_predictions(doc: dict, cap, preds) -> dict:
     return doc
 
 
-def _predicted_view(cap, preds):
+def _predicted_view(cap, preds, first):
     from attn_cli.views.generate import with_predictions
-    from attn_cli.views.inspect import inspect_view
 
-    return lambda view: with_predictions(inspect_view(cap, view), cap.tokens, preds, view)
+    return lambda view: with_predictions(first(cap, view), cap.tokens, preds, view)

@@ -15,6 +15,7 @@ import numpy as np
 from attn_cli import analysis, output
 from attn_cli.capture import Capture, HeadCapture
 from attn_cli.documents import SCHEMA_VERSION
+from attn_cli.headmap import FromTo, MapCell
 from attn_cli.summary import HeadDiff, Side, most_different, patterns, ranking, summarise
 from attn_cli.tokenizers.base import Token
 
@@ -122,8 +123,22 @@ def embeddings_record(cap: Capture) -> dict:
     return {"layer": "final", "vectors": cap.embeddings}
 
 
-def heads_doc(cap: Capture, layer: int, pattern: str | None = None) -> dict:
+def heads_doc(cap: Capture, layer: int, pattern: str | None = None,
+              cells: list[MapCell] | None = None, ranked: FromTo | None = None) -> dict:
+    """`attn heads`: the layer's heads in detail; with `cells`, the map of every head; with
+    `pattern` or `ranked` (--from/--to), the ranking of every head."""
     out = {**_head_doc(cap, "heads"), "layer": layer, "heads": []}
+    if cells is not None:
+        out["map"] = [{"layer": c.layer, "head": c.head, "pattern": c.pattern,
+                       "scores": _scores(c.scores)} for c in cells]
+    if ranked is not None:
+        def token(i: int) -> dict:
+            return {"index": i, "token": cap.tokens[i].text}
+
+        out["ranking"] = {"pattern": "from-to", "from": token(ranked.query),
+                          "to": token(ranked.key),
+                          "heads": [{"layer": la, "head": he, "score": f32(w)}
+                                    for la, he, w in ranked.heads]}
     if pattern:
         out["ranking"] = {"pattern": pattern, "heads": [
             {"layer": la, "head": he, "score": None if sc is None else f32(sc)}
@@ -136,10 +151,14 @@ def heads_doc(cap: Capture, layer: int, pattern: str | None = None) -> dict:
             "mean_entropy": f32(s.mean_entropy),
             "strongest": {"query": s.strongest.query, "key": s.strongest.key,
                           "weight": f32(s.strongest.weight)},
-            "scores": {k: None if v is None else f32(v) for k, v in s.scores.to_dict().items()},
+            "scores": _scores(s.scores),
             "pattern": s.pattern,
         })
     return out
+
+
+def _scores(scores: analysis.HeadScores) -> dict:
+    return {k: None if v is None else f32(v) for k, v in scores.to_dict().items()}
 
 
 def steps_doc(cap: Capture, h: HeadCapture, query: int | None) -> dict:

@@ -17,7 +17,8 @@ from rich.table import Table
 from rich.text import Text
 
 from attn_cli.tokenizers.base import Token, visible
-from attn_cli.views.matrix import LABEL_WIDTH, View, _fmt, _ramp, _rgb_style, plural
+from attn_cli.views.matrix import (LABEL_WIDTH, View, _fmt, _ramp, _rgb_style, plural,
+                                   wrap_between)
 from attn_cli.views.parts import describe
 
 
@@ -67,6 +68,15 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def probability(p: float, precision: int) -> str:
+    """A probability to `precision` decimals; one that is not zero but is under 0.001, or that
+    those decimals would show as zero, in scientific form (3.1e-05), never 0.000 (SPEC §7)."""
+    text = _fmt(p, precision)
+    if p > 0 and (p < 1e-3 or float(text) == 0):
+        return f"{p:.1e}"
+    return text
+
+
 def _prob_style(p: float, view: View):
     return _rgb_style(*_ramp(p)) if view.color else ""
 
@@ -82,7 +92,7 @@ def predictions_panel(tokens: list[Token], preds, view: View) -> RenderableType:
         cells = []
         for c in top:
             cell = Text(_cut(shown(c.raw, c.id), 16) + " ")
-            cell.append(_fmt(float(c.probability), view.precision),
+            cell.append(probability(float(c.probability), view.precision),
                         style=_prob_style(float(c.probability), view))
             cells.append(cell)
         table.add_row(_cut(f"{t.index} {shown(t.raw)}", LABEL_WIDTH), *cells)
@@ -129,7 +139,7 @@ class LiveText:
             self.console.file.flush()
         else:
             self.console.print(f"{step.index:>5}  {shown(step.raw, step.id):<16} "
-                               f"{_fmt(float(step.probability), self.precision)}",
+                               f"{probability(float(step.probability), self.precision)}",
                                soft_wrap=True)
 
     def end(self) -> None:
@@ -181,16 +191,14 @@ def summary(tokens: list[Token], steps, stop: str, sampling, view: View) -> Rend
         line.append(f"{_cut(shown(step.raw, step.id), LABEL_WIDTH):<{LABEL_WIDTH}} ",
                     style="bold")
         p = float(step.probability)
-        line.append(_fmt(p, view.precision), style=_prob_style(p, view))
+        line.append(probability(p, view.precision), style=_prob_style(p, view))
         runners = [c for c in step.top if c.id != step.id]
         if runners:
             line.append("   runners-up: ", style="dim")
-        for n, c in enumerate(runners):
-            if n:
-                line.append(" · ")
-            line.append(_cut(shown(c.raw, c.id), 12))
-            line.append(f" {_fmt(float(c.probability), view.precision)}", style="cyan")
-        parts.append(line)
+        items = [Text.assemble(_cut(shown(c.raw, c.id), 12),
+                               (f" {probability(float(c.probability), view.precision)}", "cyan"))
+                 for c in runners]
+        parts += wrap_between(items, view.width, lead=line)
         for layer, head, w in step.attention:
             strip = Text(" " * 6)
             label = f"L{layer} " + ("mean" if head < 0 else f"H{head}")

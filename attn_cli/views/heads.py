@@ -15,15 +15,26 @@ from attn_cli.views.matrix import View, _fmt, _opt, panels, token_strip, token_t
 from attn_cli.views.parts import header
 
 
+RANKING_ROWS = 20  # a --pattern table lists this many heads; --json ranks every one
+
+
 def ranking_table(cap: Capture, pattern: str, view: View) -> Group:
     """The ranking under its title (a line of its own: a table title wraps to the table's
-    narrow width)."""
+    narrow width): the best RANKING_ROWS heads, or one line when no head can be scored."""
+    rows = ranking(cap, pattern)
+    title = Text(f"Every head ranked by its {pattern} score", style="italic")
+    if all(score is None for _, _, score in rows):
+        return Group(title, Text("none can be scored: no token repeats in this text (try "
+                                 "--repeat 20)", style="dim"))
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for name in ("rank", "layer", "head", "score"):
         table.add_column(name, justify="right")
-    for n, (layer, head, score) in enumerate(ranking(cap, pattern), start=1):
+    for n, (layer, head, score) in enumerate(rows[:RANKING_ROWS], start=1):
         table.add_row(str(n), str(layer), str(head), _opt(score, view.precision))
-    return Group(Text(f"Every head ranked by its {pattern} score", style="italic"), table)
+    if len(rows) <= RANKING_ROWS:
+        return Group(title, table)
+    return Group(title, table, Text(f"… {len(rows) - RANKING_ROWS} more heads: --json ranks "
+                                    f"every one", style="dim"))
 
 
 def heads_view(cap: Capture, layer: int, view: View, pattern: str | None = None) -> Group:

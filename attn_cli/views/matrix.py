@@ -362,6 +362,26 @@ class TokenStrip:
         return Measurement(start + max(sizes), start + sum(sizes) + 2 * (len(sizes) - 1))
 
 
+def wrap_between(items: list[Text], width: int, lead: Text | None = None, sep: str = " · ",
+                 indent: int | None = None) -> list[Text]:
+    """Items on lines of at most `width` cells, broken between two items, never inside one:
+    `lead` starts the first line; later lines start with `indent` spaces (default: under the
+    first item). Only an item wider than a line by itself goes past the width."""
+    line = lead.copy() if lead is not None else Text()
+    pad = line.cell_len if indent is None else indent
+    lines, items_here, bare = [], 0, not line.cell_len  # bare: nothing but indentation yet
+    for item in items:
+        room = width - line.cell_len - (len(sep) if items_here else 0)
+        if item.cell_len > room and not bare:
+            lines.append(line)
+            line, items_here, bare = Text(" " * pad), 0, True
+        if items_here:
+            line.append(sep)
+        line.append_text(item)
+        items_here, bare = items_here + 1, False
+    return lines + [line]
+
+
 def _columns_that_fit(widths: list[int], used: int, width: int, gap: int = 3) -> int:
     """How many columns of these widths fit beside `used` characters within `width`, `gap`
     characters apart: whole columns are left out, never cut."""
