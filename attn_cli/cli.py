@@ -110,6 +110,9 @@ Html = Annotated[Optional[Path], _output("--html", help="Also save what is print
 SaveTo = Annotated[Optional[Path], _output(
     "--save", help="Also save the numbers as arrays: FILE.safetensors or FILE.npz (layout in the "
                    "README).", show_default=False)]
+Page = Annotated[Optional[Path], _output(
+    "--page", help="Also write FILE.html: a self-contained page (no network) to explore this "
+                   "attention with the mouse and the keyboard.", show_default=False)]
 Predict = Annotated[Optional[int], _view(
     "--predict", help="Also each position's K most likely next tokens, with probabilities (the "
                       "model's LM head).", show_default=False)]
@@ -287,7 +290,7 @@ def _dims(value: str) -> int | None:
     return n
 
 
-def _check_formats(json: bool, ndjson: bool, svg, html, save=None) -> None:
+def _check_formats(json: bool, ndjson: bool, svg, html, save=None, page=None) -> None:
     """Options that cannot go together, and files that cannot be written: before any work."""
     if json and ndjson:
         raise ConfigError("--json and --ndjson are two formats: pick one")
@@ -295,7 +298,7 @@ def _check_formats(json: bool, ndjson: bool, svg, html, save=None) -> None:
         raise ConfigError("--svg and --html save the terminal view; they do not go with --json")
     from attn_cli.output import check_writable
 
-    for path in (svg, html):
+    for path in (svg, html, page):
         if path is not None:
             check_writable(path)
     if save is not None:
@@ -430,10 +433,10 @@ def inspect(
         "--reduce-layers", help="With --reduce: also over layers.")] = False,
     precision: Precision = 2, dims: Dims = "8", json: Json = False, ndjson: NDJson = False,
     no_color: NoColor = False, full: Full = False, svg: Svg = None, html: Html = None,
-    predict: Predict = None, save: SaveTo = None,
+    predict: Predict = None, save: SaveTo = None, page: Page = None,
 ) -> None:
     """Tokens, per-head attention (heat-coloured), top-k attended tokens, embeddings."""
-    _check_formats(json, ndjson, svg, html, save)
+    _check_formats(json, ndjson, svg, html, save, page)
     if reduce not in (None, "mean", "max"):
         raise ConfigError(f"--reduce must be mean or max, got {reduce!r}")
     if reduce_layers and reduce is None:
@@ -443,7 +446,7 @@ def inspect(
     _dims(dims)
     if predict is None:
         # JSON of every head, as is: written layer by layer while the next layers are computed
-        streamed = (json or ndjson) and not reduce and save is None
+        streamed = (json or ndjson) and not reduce and save is None and page is None
         cap = _capture(opts, text, file, errors, allow_special, layer, head, streamed=streamed)
         preds = None
     else:
@@ -456,6 +459,10 @@ def inspect(
         cap.heads = render.reduced_captures(cap, reduce, reduce_layers)
     if save is not None:
         saving.inspect(save, cap)
+    if page is not None:
+        from attn_cli import page as pages
+
+        pages.write(page, pages.self_document(cap, "inspect"))
 
     if json:
         output.write_json(_with_predictions(render.inspect_doc(cap, top_k), cap, preds))
@@ -496,24 +503,29 @@ def heads(
                          "induction-head probe).")] = None,
     precision: Precision = 2, json: Json = False, ndjson: NDJson = False,
     no_color: NoColor = False, svg: Svg = None, html: Html = None, save: SaveTo = None,
+    page: Page = None,
 ) -> None:
     """Every head of one layer side by side, with what kind of head each one is."""
     from attn_cli.render import PATTERN_SCORES
 
-    _check_formats(json, ndjson, svg, html, save)
+    _check_formats(json, ndjson, svg, html, save, page)
     if pattern is not None and pattern not in PATTERN_SCORES:
         raise ConfigError(f"--pattern {pattern!r} is not a pattern: choose one of "
                           f"{', '.join(PATTERN_SCORES)}")
     opts = ModelOptions(layers, heads, d_model, d_ff, seed, causal, encoding, model, device,
                         truncate, dtype)
     cap = _capture(opts, text, file, errors, allow_special,
-                   None if pattern else [layer], None, repeat=repeat)
+                   None if pattern or page else [layer], None, repeat=repeat)
     from attn_cli import capture, output, render
     from attn_cli import save as saving
 
     capture.select(cap.config, [layer], None)  # the layer shown must exist
     if save is not None:
         saving.heads(save, cap, layer)
+    if page is not None:  # every layer: the page has the map of every head
+        from attn_cli import page as pages
+
+        pages.write(page, pages.self_document(cap, "heads", layer, pattern))
     if json or ndjson:
         doc = render.heads_doc(cap, layer, pattern)
         if json:
@@ -828,13 +840,13 @@ def generate(
                        "every head of each layer].", show_default=False)] = None,
     precision: Annotated[int, typer.Option("--precision", help="Decimals in tables.", min=0,
                                            max=8)] = 3,
-    json: Json = False, ndjson: NDJson = False, no_color: NoColor = False,
+    json: Json = False, ndjson: NDJson = False, no_color: NoColor = False, page: Page = None,
 ) -> None:
     """Continue the prompt token by token (greedy, or sampled), printing each token as it is
     made, then its probability, the runners-up and what it attended to."""
     from attn_cli import generate as gen
 
-    _check_formats(json, ndjson, None, None)
+    _check_formats(json, ndjson, None, None, page=page)
     if new < 1:
         raise ConfigError(f"-n must be at least 1, got {new}")
     if candidates < 1:
@@ -885,6 +897,11 @@ def generate(
             live.end()
         console.print()
         console.print(gv.summary(tokens, run.steps, run.stop, sampling, view))
+    if page is not None:
+        from attn_cli import page as pages
+
+        pages.write(page, gv.generate_doc(source, name, net.cfg, tokens, sampling, run.steps,
+                                          run.stop))
     if run.stop == "end_of_text":
         note(f"stopped at the end-of-text token after {len(run.steps)} of {new} tokens")
     elif run.stop == "positions":

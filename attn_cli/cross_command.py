@@ -14,7 +14,7 @@ import typer
 
 from attn_cli.cli import (DFF, AllowSpecial, DModel, Device, Dims, Dtype, Encoding, Errors, File,
                           Full, HeadList, Heads, Html, Json, LayerList, Layers, NDJson, NoColor,
-                          Precision, Seed, Svg, TopK, Truncate, _check_formats, _dims,
+                          Page, Precision, Seed, Svg, TopK, Truncate, _check_formats, _dims,
                           _resolve_device, _terminal, app, handle_errors, note)
 from attn_cli.errors import ConfigError, InputError
 
@@ -162,13 +162,14 @@ def cross(
                         "and --head, default 0).")] = False,
     precision: Precision = 2, dims: Dims = "8", json: Json = False, ndjson: NDJson = False,
     no_color: NoColor = False, full: Full = False, svg: Svg = None, html: Html = None,
+    page: Page = None,
 ) -> None:
     """Encoder–decoder: encoder self-attention, decoder (causal) self-attention and
     cross-attention (target tokens read the source), head by head."""
     from attn_cli import cross as cross_lib
     from attn_cli.models.config import check_dtype
 
-    _check_formats(json, ndjson, svg, html)
+    _check_formats(json, ndjson, svg, html, page=page)
     chosen = cross_lib.kinds(kind)
     _dims(dims)
     if dtype is not None:
@@ -202,6 +203,10 @@ def cross(
     from attn_cli import cross_view, output
 
     n = max(len(src), len(tgt))
+    if page is not None:
+        from attn_cli import page as pages
+
+        pages.write(page, cross_view.cross_doc(cap, top_k))
     if steps:
         h = cap.heads[0]
         if json or ndjson:
