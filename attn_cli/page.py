@@ -136,8 +136,10 @@ def _heads(blobs: _Blobs, name: str, records: list[dict], causal: bool, labelled
             scores = analysis.head_scores(w, rec.get("ids"))
             cell = _cell({**rec, "mean_entropy": float(analysis.entropy(w).mean())},
                          analysis.label(w, causal, scores), scores.to_dict())
-        else:  # cross-attention: no self-attention pattern applies
-            cell = _cell({**rec, "mean_entropy": float(analysis.entropy(w).mean())}, None, {})
+        else:  # cross-attention: no self-attention pattern; its score is its focus
+            h = float(analysis.entropy(w).mean())
+            cell = _cell({**rec, "mean_entropy": h}, None, {})
+            cell["score"] = _f(1.0 - h / np.log(w.shape[1])) if w.shape[1] > 1 else None
         cell.update(blobs.add(f"{name}-{rec['layer']}", _matrix(w, causal)),
                     rows=int(w.shape[0]), cols=int(w.shape[1]), tri=bool(
                         causal and w.shape[0] == w.shape[1]))

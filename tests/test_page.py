@@ -323,7 +323,7 @@ def test_the_map_opens_a_head_and_the_keyboard_moves(browser, inspect_page):
 def test_matrix_view_reads_the_same_weights(browser, inspect_page):
     path, doc = inspect_page
     page = open_page(browser, path)
-    page.click("[data-mode='matrix']")
+    page.click("button[data-mode='matrix']")
     box = page.locator(".matrix canvas").bounding_box()
     n = len(doc["tokens"])
     i, j = 9, 4

@@ -378,7 +378,8 @@
     if (hs.length === 1) {
       const h = hs[0];
       parts.push(el("h2", { text: `Layer ${h.layer} · Head ${h.head}` }));
-      parts.push(el("p", { text: `${h.pattern ? "label: " + h.pattern : "no clear pattern"}; mean entropy ${fmt2(h.mean_entropy)} nats` }));
+      const what = h.pattern ? "label: " + h.pattern : v.name === "cross" ? `cross-attention, focus ${fmt2(h.score)}` : "no clear pattern";
+      parts.push(el("p", { text: `${what}; mean entropy ${fmt2(h.mean_entropy)} nats` }));
       if (h.scores && Object.keys(h.scores).length) {
         parts.push(el("p", { class: "hint", text: Object.entries(h.scores).map(([k, x]) => `${k.replaceAll("_", "-")} ${fmt2(x)}`).join(" · ") }));
       }
@@ -425,7 +426,7 @@
       headsOf(v, l).forEach((h, c) => {
         const x = value(h);
         const rgb = x === null || x === undefined ? null : ramp(x);
-        const isCur = l === S.layer && (S.head === h.head);
+        const isCur = l === S.layer && (S.head === "all" || S.head === h.head);
         const b = el("button", { class: "cell" + (isCur ? " current" : ""), "data-layer": String(l), "data-head": String(h.head),
           "data-row": String(r), "data-col": String(c), tabindex: "-1",
           style: rgb ? `background: rgb(${rgb.join(",")}); color: ${ink(rgb)}` : "",
@@ -459,7 +460,7 @@
       el("p", { class: "legend" }, el("label", {}, "Colour by ", pick), `  ·  letters: ${LETTERS}. Click a head to open it.`),
       grid,
       el("p", { class: "best", text: best ? `best by ${SCORE_NAMES[S.colourBy]}: ${best}` : "" }));
-    if (v.name === "cross") box.querySelector(".legend").append(" Cross heads have no self-attention pattern; their letters are ·.");
+    if (v.name === "cross") box.querySelector(".legend").append(" Cross heads have no self-attention pattern (letters ·); by its label's score, a cross head is coloured by its focus, 1 − mean entropy ÷ ln(source tokens).");
   }
 
   // ------------------------------------------------------------ choosing
