@@ -416,6 +416,11 @@ def test_open_and_hover_timing(browser, tmp_path_factory):
     opened = time.perf_counter() - start
     hovered = page.evaluate(HOVER_MS, 450) / 1000
     tokens = page.locator(".queries .tok").count()
+    # 18 heads of 504 tokens are 2.3M weights: stored in 8 bits, shown to 3 decimals
+    assert embedded(path)[0]["bits"] == 8
+    row = json_of("inspect", text, "--layers", "2", "--heads", "9", "--d-model", "72",
+                  "--layer", "0", "--head", "0")["attention"][0]["weights"][450]
+    check_row(shown(page, "keys"), row, 8)
     print(f"\n{tokens} tokens, 18 heads, {path.stat().st_size / 1e6:.2f} MB: open {opened * 1000:.0f} ms,"
           f" hover {hovered * 1000:.0f} ms")
     assert tokens >= 500
