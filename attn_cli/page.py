@@ -2,8 +2,8 @@
 
 The page is built from the command's JSON document (the same fields `--json` writes, made by
 the same document functions), so what it shows is what the JSON says: the tokens, every head
-that was captured, each head's pattern scores and label (render.summarise, as the terminal's
-`heads` table and map), and for `generate` each new token with its probability and rows. The
+that was captured, each head's pattern scores and label (summary.summarise, as the terminal's
+`heads` table), its map letter and score (headmap.MapCell, as the terminal's map), and for `generate` each new token with its probability and rows. The
 weights are packed compactly: fractions k/255 (8 bits) or k/65535 (16 bits), little-endian,
 deflated (zlib) and base64-coded, one blob per layer, which the page inflates with the
 browser's own DecompressionStream when the layer is first shown. The page says which precision
@@ -24,16 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from attn_cli import analysis, output, safe
-from attn_cli.tokenize import visible
+from attn_cli.headmap import LETTERS, NONE_LETTER, MapCell
+from attn_cli.tokenizers.base import visible
 
 # Weights up to this many are stored with 16 bits (±0.0000077), above it with 8 bits (±0.002):
 # a 270-head, 500-token model holds 34M weights, 7 MB deflated at 8 bits.
 SIXTEEN_BITS_UP_TO = 2_000_000
 DECIMALS = {8: 3, 16: 4}  # what a stored weight is shown with
 LEVEL = 6  # zlib: 8-bit weights of 500 tokens deflate to ~0.21 of their bytes in ~0.15 s/MB
-LETTERS = {"previous-token": "P", "self": "S", "first-token": "F", "induction": "I",
-           "duplicate-token": "D", "local": "L"}  # anything else (diffuse, none): ·
-SCORES = ("previous_token", "self", "first_token", "induction", "duplicate_token")
 
 
 # ---------------------------------------------------------------- documents
@@ -42,11 +40,11 @@ def self_document(cap, command: str, layer: int | None = None,
                   pattern: str | None = None) -> dict:
     """The document of `inspect` or `heads` for the page: the header fields --json writes, and
     every captured head as `heads --json` describes it (weights, scores, label), layer by
-    layer (render.heads_doc for each layer)."""
-    from attn_cli import render
+    layer (documents.attention.heads_doc for each layer)."""
+    from attn_cli.documents.attention import heads_doc
 
     layers = list(dict.fromkeys(h.layer for h in cap.heads))
-    per_layer = [render.heads_doc(cap, la) for la in layers]
+    per_layer = [heads_doc(cap, la) for la in layers]
     doc = {k: v for k, v in per_layer[0].items() if k not in ("layer", "heads")}
     doc["command"] = command
     doc["attention"] = [{"layer": la, **h} for la, d in zip(layers, per_layer)
@@ -118,9 +116,12 @@ def _f(x) -> float | None:
 
 
 def _cell(rec: dict, pattern: str | None, scores: dict) -> dict:
-    named = [scores[k] for k in SCORES if scores.get(k) is not None]
+    """A head's map cell: its letter and score as the terminal's map has them (MapCell)."""
+    cell = MapCell(rec["layer"], rec["head"], pattern, analysis.HeadScores(**scores)) \
+        if scores else None
     return {"layer": rec["layer"], "head": rec["head"], "pattern": pattern,
-            "letter": LETTERS.get(pattern, "·"), "score": _f(max(named)) if named else None,
+            "letter": cell.letter if cell else LETTERS.get(pattern, NONE_LETTER),
+            "score": _f(cell.score()) if cell else None,
             "scores": {k: _f(v) for k, v in scores.items()},
             "mean_entropy": _f(rec.get("mean_entropy"))}
 
@@ -130,7 +131,7 @@ def _heads(blobs: _Blobs, name: str, records: list[dict], causal: bool, labelled
     out = []
     for rec in records:
         w = np.asarray(rec["weights"], dtype=np.float32)
-        if "scores" in rec:  # inspect / heads: as render.summarise found them
+        if "scores" in rec:  # inspect / heads: as summary.summarise found them
             cell = _cell(rec, rec.get("pattern"), rec["scores"])
         elif labelled:  # encoder / decoder self-attention: the same analysis
             scores = analysis.head_scores(w, rec.get("ids"))
@@ -156,7 +157,7 @@ def page_data(doc: dict) -> tuple[dict, dict[str, str]]:
     inspect, heads, cross or generate."""
     command = doc["command"]
     model = doc.get("model", {})
-    from attn_cli.render import _RAMP  # the terminal's heat colours
+    from attn_cli.views.matrix import _RAMP  # the terminal's heat colours
 
     data = {"command": command, "encoding": doc.get("encoding"), "model": model,
             "ramp": [[x, list(rgb)] for x, rgb in _RAMP]}

@@ -44,7 +44,7 @@ HOVER_MS = """i => new Promise(done => {
 
 def text_of(tokens: int) -> str:
     sys.path.insert(0, str(ROOT))
-    from attn_cli.tokenize import get_encoding
+    from attn_cli.tokenizers import get_encoding
 
     enc = get_encoding("o200k_base")
     base = (ROOT / "sample_texts" / "paragraph.txt").read_text(encoding="utf-8").strip()

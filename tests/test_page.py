@@ -104,18 +104,30 @@ def test_inspect_page_holds_every_head_of_the_json_to_its_precision(tmp_path):
         assert np.all(w[~seen] == 0)
 
 
-def test_map_labels_are_the_terminals(tmp_path):
-    """The map's letters and scores are `heads --json`'s pattern and scores, every layer."""
+def test_map_is_the_terminals(tmp_path):
+    """The page's map is `heads --json`'s map (headmap.py): every head of every layer with its
+    pattern and scores; its letter is the label's, its score the label's pattern score (or,
+    for a head with no pattern label, its best pattern score)."""
+    from attn_cli.headmap import LETTERS, NONE_LETTER
+    from attn_cli.summary import PATTERN_SCORES
+
     data, _ = embedded(page_of(tmp_path, "p", "heads", SENTENCE, *SMALL, "--layer", "1"))
-    for layer in (0, 1):
-        doc = json_of("heads", SENTENCE, *SMALL, "--layer", layer)
-        cells = [h for h in data["views"][0]["heads"] if h["layer"] == layer]
-        assert [c["pattern"] for c in cells] == [h["pattern"] for h in doc["heads"]]
-        for c, h in zip(cells, doc["heads"]):
-            assert c["letter"] == pages.LETTERS.get(h["pattern"], "·")
-            assert c["scores"] == pytest.approx(h["scores"], abs=1e-7)
-            best = max(v for k, v in h["scores"].items() if k in pages.SCORES and v is not None)
-            assert c["score"] == pytest.approx(best, abs=1e-7)
+    doc = json_of("heads", SENTENCE, *SMALL)  # the map of every head
+    cells = data["views"][0]["heads"]
+    assert [(c["layer"], c["head"]) for c in cells] == \
+        [(m["layer"], m["head"]) for m in doc["map"]] == [(la, h) for la in (0, 1) for h in range(4)]
+    for c, m in zip(cells, doc["map"]):
+        assert c["pattern"] == m["pattern"]
+        assert c["letter"] == LETTERS.get(m["pattern"], NONE_LETTER)
+        assert c["scores"] == pytest.approx(m["scores"], abs=1e-7)
+        named = [m["scores"][k] for k in PATTERN_SCORES.values() if m["scores"][k] is not None]
+        want = m["scores"][PATTERN_SCORES[m["pattern"]]] if m["pattern"] in PATTERN_SCORES \
+            else max(named)
+        assert c["score"] == pytest.approx(want, abs=1e-7)
+    for layer in (0, 1):  # and each layer's heads are `heads --layer L`'s
+        detail = json_of("heads", SENTENCE, *SMALL, "--layer", layer)["heads"]
+        assert [c["pattern"] for c in cells if c["layer"] == layer] == \
+            [h["pattern"] for h in detail]
     assert data["start"]["layer"] == 1
 
 
@@ -156,13 +168,13 @@ def test_same_options_same_bytes(tmp_path):
 
 @pytest.mark.parametrize("command", ["inspect", "heads", "cross", "generate"])
 def test_an_unwritable_page_is_an_error_before_any_work(tmp_path, command, monkeypatch):
-    from attn_cli import cli, cross_command
+    from attn_cli.commands import cross, generate, options
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was built before the --page path was checked")
 
-    monkeypatch.setattr(cli, "build", no_model)
-    monkeypatch.setattr(cross_command, "build", no_model)
+    for module in (options, generate, cross):  # inspect and heads build through options
+        monkeypatch.setattr(module, "build", no_model)
     args = {"cross": ["cross", "Le chat", "The cat"], "generate": ["generate", "hi", "-n", "1"]
             }.get(command, [command, "hi"])
     for target, reason in ((tmp_path / "missing" / "p.html", "does not exist"),
