@@ -31,15 +31,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 MODEL = ["--layers", "30", "--heads", "9", "--d-model", "144"]
-HOVER_MS = """i => new Promise(done => {
-  const t = document.querySelectorAll('.queries .tok')[i];
-  const start = performance.now();
-  t.dispatchEvent(new PointerEvent('pointerover', {bubbles: true}));
-  const drawn = () => t.classList.contains('on')
-    ? requestAnimationFrame(() => setTimeout(() => done(performance.now() - start)))
-    : requestAnimationFrame(drawn);
-  drawn();
-})"""
+HOVER_MS = (ROOT / "benchmarks" / "hover_ms.js").read_text(encoding="utf-8")
 
 
 def text_of(tokens: int) -> str:
