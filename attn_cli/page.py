@@ -37,14 +37,16 @@ LEVEL = 6  # zlib: 8-bit weights of 500 tokens deflate to ~0.21 of their bytes i
 # ---------------------------------------------------------------- documents
 
 def self_document(cap, command: str, layer: int | None = None,
-                  pattern: str | None = None) -> dict:
+                  pattern: str | None = None, ranked=None) -> dict:
     """The document of `inspect` or `heads` for the page: the header fields --json writes, and
     every captured head as `heads --json` describes it (weights, scores, label), layer by
-    layer (documents.attention.heads_doc for each layer)."""
+    layer (documents.attention.heads_doc for each layer); with `ranked` (headmap.FromTo, heads
+    --from A --to B), its ranking as `heads --json` writes it."""
     from attn_cli.documents.attention import heads_doc
 
     layers = list(dict.fromkeys(h.layer for h in cap.heads))
-    per_layer = [heads_doc(cap, la) for la in layers]
+    per_layer = [heads_doc(cap, la, ranked=ranked if i == 0 else None)
+                 for i, la in enumerate(layers)]
     doc = {k: v for k, v in per_layer[0].items() if k not in ("layer", "heads")}
     doc["command"] = command
     doc["attention"] = [{"layer": la, **h} for la, d in zip(layers, per_layer)
@@ -186,6 +188,11 @@ def page_data(doc: dict) -> tuple[dict, dict[str, str]]:
                           "causal": causal,
                           "heads": _heads(blobs, "self", doc["attention"], causal, True)}]
         data["start"] = {"layer": doc.get("layer"), "pattern": doc.get("pattern")}
+        ranking = doc.get("ranking")
+        if ranking is not None and ranking["pattern"] == "from-to":  # the top head, A pinned
+            top = ranking["heads"][0]
+            data["start"].update(layer=top["layer"], head=top["head"],
+                                 query=ranking["from"]["index"])
     heads = data["views"][0]["heads"]
     start = next((h for h in heads if h["layer"] == data.get("start", {}).get("layer")), heads[0])
     data["bits"], data["decimals"] = blobs.bits, DECIMALS[blobs.bits]

@@ -332,6 +332,22 @@ def test_the_map_opens_a_head_and_the_keyboard_moves(browser, inspect_page):
     assert page.errors == []
 
 
+def test_from_to_opens_the_top_head_with_the_query_pinned(browser, tmp_path):
+    """heads --from it --to animal --page: the page opens on the head `heads --json` ranks
+    first, with query ' it' pinned, and shows that head's row for it."""
+    args = ["heads", SENTENCE, *SMALL, "--from", "it", "--to", "animal"]
+    ranking = json_of(*args)["ranking"]
+    top = ranking["heads"][0]
+    page = open_page(browser, page_of(tmp_path, "fromto", *args))
+    assert page.get_attribute("#view", "data-layer") == str(top["layer"])
+    assert page.get_attribute("#view", "data-head") == str(top["head"])
+    assert page.eval_on_selector(".queries .tok.on", "t => t.dataset.i") == "7"
+    row = weights_of(json_of("inspect", SENTENCE, *SMALL), top["layer"], top["head"])[7]
+    check_row(shown(page, "keys"), row, 16)
+    assert shown(page, "keys")[1][0] == expected(top["score"], 16)  # ' animal', the ranked weight
+    assert page.errors == []
+
+
 def test_matrix_view_reads_the_same_weights(browser, inspect_page):
     path, doc = inspect_page
     page = open_page(browser, path)

@@ -568,7 +568,10 @@
       const st = D.start || {};
       S.layer = st.layer !== null && st.layer !== undefined && layersOf(v).includes(st.layer) ? st.layer : layersOf(v)[0];
       S.head = headsOf(v, S.layer)[0].head;
-      if (D.command === "heads" && headsOf(v, S.layer).length > 1) { S.head = "all"; S.mode = "matrix"; }
+      const chosen = headsOf(v, S.layer).find((h) => h.head === st.head);
+      if (chosen) S.head = chosen.head; // heads --from A --to B: its top head, A pinned
+      else if (D.command === "heads" && headsOf(v, S.layer).length > 1) { S.head = "all"; S.mode = "matrix"; }
+      if (Number.isInteger(st.query) && st.query < v.queries.length) S.pin = { side: "q", i: st.query };
       if (st.pattern) S.colourBy = st.pattern.replaceAll("-", "_");
       await draw();
     }

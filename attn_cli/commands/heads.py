@@ -75,7 +75,7 @@ def heads(
     cells = headmap.head_map(cap) if layer is None or ranked is not None else None
     if save is not None:
         saving.heads(save, cap, layer)
-    _write_page(page, lambda: self_document(cap, "heads", layer, pattern))
+    _write_page(page, lambda: self_document(cap, "heads", layer, pattern, ranked))
     if json or ndjson:
         doc = heads_doc(cap, shown, pattern, cells if layer is None else None, ranked)
         if json:
