@@ -3,13 +3,13 @@
 The page is built from the command's JSON document (the same fields `--json` writes, made by
 the same document functions), so what it shows is what the JSON says: the tokens, every head
 that was captured, each head's pattern scores and label (summary.summarise, as the terminal's
-`heads` table), its map letter and score (headmap.MapCell, as the terminal's map), and for `generate` each new token with its probability and rows. The
-weights are packed compactly: fractions k/255 (8 bits) or k/65535 (16 bits), little-endian,
-deflated (zlib) and base64-coded, one blob per layer, which the page inflates with the
-browser's own DecompressionStream when the layer is first shown. The page says which precision
-it holds; a hovered weight is shown to that precision. No network, no server, no library: the
-page's script and style (assets/page.js, page.css) are inlined. Light: NumPy and the standard
-library; torch is never needed here.
+`heads` table), its map letter and score (headmap.MapCell, as the terminal's map), and for
+`generate` each new token with its probability and rows. The weights are packed compactly:
+fractions k/255 (8 bits) or k/65535 (16 bits), little-endian, deflated (zlib) and base64-coded,
+one blob per layer, which the page inflates with the browser's own DecompressionStream when the
+layer is first shown. The page says which precision it holds; a hovered weight is shown to
+that precision. No network, no server, no library: the page's script and style (assets/page.js,
+page.css) are inlined. Light: NumPy and the standard library; torch is never needed here.
 """
 
 from __future__ import annotations

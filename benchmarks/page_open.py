@@ -12,6 +12,7 @@ playwright), opens each page N times and measures, side by side:
 Prints the file size, each median and min, and open / reference. Nothing is asserted.
 
     python benchmarks/page_open.py [--repeats 5] [--tokens 500]
+    python benchmarks/page_open.py --page FILE.html   # a page made elsewhere (a real model)
 """
 
 from __future__ import annotations
@@ -65,13 +66,15 @@ def opened_ms(browser, path: Path) -> float:
     return ready if ready is not None else ms
 
 
-def hover_ms(browser, path: Path, query: int) -> float:
+def hover_ms(browser, path: Path, query: int | None) -> float:
     page = browser.new_page(viewport={"width": 1100, "height": 800})
     page.goto(path.as_uri())
     page.wait_for_function("document.documentElement.dataset.ready === '1'")
     if page.locator("button[data-mode='lines']").get_attribute("aria-pressed") != "true":
         page.click("button[data-mode='lines']")
     page.wait_for_selector(".queries .tok")
+    if query is None:
+        query = page.locator(".queries .tok").count() // 2
     ms = page.evaluate(HOVER_MS, query)
     page.close()
     return ms
@@ -82,11 +85,18 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--tokens", type=int, default=500)
     p.add_argument("--dir", type=Path, help="keep the pages here, and reuse those found there")
+    p.add_argument("--page", type=Path, help="measure this page (hover: its middle query) "
+                                             "instead of building the 270-head ones")
     a = p.parse_args()
     from playwright.sync_api import sync_playwright
 
     tmp = a.dir or Path(tempfile.mkdtemp(prefix="attn-page-"))
     tmp.mkdir(parents=True, exist_ok=True)
+    if a.page is not None:
+        print(f"{a.page.name}: {a.page.stat().st_size / 1e6:.2f} MB")
+        ref = tmp / "page-reference.html"
+        reference(a.page, ref)
+        return measure({a.page.name: (a.page.resolve(), ref)}, tmp, a.repeats, None)
     src = tmp / "text.txt"
     src.write_text(text_of(a.tokens), encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -102,19 +112,27 @@ def main() -> int:
         ref = tmp / f"{command}-reference.html"
         reference(out, ref)
         pages[command] = (out, ref)
+    return measure(pages, tmp, a.repeats, a.tokens // 2)
+
+
+def measure(pages: dict, tmp: Path, repeats: int, query: int | None) -> int:
+    """Open each page `repeats` times beside its reference and an empty page; hover `query`
+    (None: the page's middle query)."""
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         empty = tmp / "empty.html"
         empty.write_text('<!DOCTYPE html><script>document.documentElement.dataset.ready = "1"'
                          '</script>', encoding="utf-8")
-        opened_ms(browser, pages["inspect"][0])  # warm up
+        opened_ms(browser, next(iter(pages.values()))[0])  # warm up
         for command, (page, ref) in pages.items():
             opens, refs, hovers, empties = [], [], [], []
-            for _ in range(a.repeats):
+            for _ in range(repeats):
                 empties.append(opened_ms(browser, empty))
                 refs.append(opened_ms(browser, ref))
                 opens.append(opened_ms(browser, page))
-                hovers.append(hover_ms(browser, page, a.tokens // 2))
+                hovers.append(hover_ms(browser, page, query))
             med = statistics.median
             print(f"{command}: open {med(opens):.0f} ms (min {min(opens):.0f}), reference "
                   f"{med(refs):.0f} ms (min {min(refs):.0f}), open / reference "
