@@ -14,9 +14,9 @@ import typer
 
 from attn_cli.commands.options import (AllowSpecial, Device, DFF, Dims, DModel, Dtype, Encoding,
                                        Errors, File, Full, HeadList, Heads, Html, Json, LayerList,
-                                       Layers, NDJson, NoColor, Precision, Seed, Svg, TopK,
+                                       Layers, NDJson, NoColor, Page, Precision, Seed, Svg, TopK,
                                        Truncate, _check_formats, _dims, _resolve_device, _terminal,
-                                       handle_errors, note)
+                                       _write_page, handle_errors, note)
 from attn_cli.errors import ConfigError, InputError
 
 
@@ -163,13 +163,14 @@ def cross(
                         "and --head, default 0).")] = False,
     precision: Precision = 2, dims: Dims = "8", json: Json = False, ndjson: NDJson = False,
     no_color: NoColor = False, full: Full = False, svg: Svg = None, html: Html = None,
+    page: Page = None,
 ) -> None:
     """Encoder–decoder: encoder self-attention, decoder (causal) self-attention and
     cross-attention (target tokens read the source), head by head."""
     from attn_cli import cross as cross_lib
     from attn_cli.models.config import check_dtype
 
-    _check_formats(json, ndjson, svg, html)
+    _check_formats(json, ndjson, svg, html, page=page)
     chosen = cross_lib.kinds(kind)
     _dims(dims)
     if dtype is not None:
@@ -207,6 +208,7 @@ def cross(
     from attn_cli.views.cross import cross_view, steps_view
 
     n = max(len(src), len(tgt))
+    _write_page(page, lambda: cross_doc(cap, top_k))
     if steps:
         h = cap.heads[0]
         if json or ndjson:

@@ -8,9 +8,9 @@ import typer
 
 from attn_cli.commands.options import (AllowSpecial, Causal, Device, DFF, DModel, Dtype, Encoding,
                                        Errors, File, Heads, Json, LayerList, Layers, ModelOptions,
-                                       ModelPath, NDJson, NoColor, Text, Truncate, _check_formats,
-                                       _read, _stream_ndjson, _then, _tokens, build, handle_errors,
-                                       note)
+                                       ModelPath, NDJson, NoColor, Page, Text, Truncate,
+                                       _check_formats, _read, _stream_ndjson, _then, _tokens,
+                                       _write_page, build, handle_errors, note)
 from attn_cli.errors import ConfigError
 
 
@@ -43,13 +43,13 @@ def generate(
                        "every head of each layer].", show_default=False)] = None,
     precision: Annotated[int, typer.Option("--precision", help="Decimals in tables.", min=0,
                                            max=8)] = 3,
-    json: Json = False, ndjson: NDJson = False, no_color: NoColor = False,
+    json: Json = False, ndjson: NDJson = False, no_color: NoColor = False, page: Page = None,
 ) -> None:
     """Continue the prompt token by token (greedy, or sampled), printing each token as it is
     made, then its probability, the runners-up and what it attended to."""
     from attn_cli import generate as gen
 
-    _check_formats(json, ndjson, None, None)
+    _check_formats(json, ndjson, None, None, page=page)
     if new < 1:
         raise ConfigError(f"-n must be at least 1, got {new}")
     if candidates < 1:
@@ -102,6 +102,8 @@ def generate(
             live.end()
         console.print()
         console.print(summary(tokens, run.steps, run.stop, sampling, view))
+    _write_page(page, lambda: generate_doc(source, name, net.cfg, tokens, sampling, run.steps,
+                                           run.stop))
     if run.stop == "end_of_text":
         note(f"stopped at the end-of-text token after {len(run.steps)} of {new} tokens")
     elif run.stop == "positions":

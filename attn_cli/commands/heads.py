@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 from attn_cli.commands.options import (AllowSpecial, Causal, Device, DFF, DModel, Dtype, Encoding,
                                        Errors, File, Heads, Html, Json, Layers, ModelOptions,
-                                       ModelPath, NDJson, NoColor, Precision, SaveTo, Seed, Svg,
-                                       Text, Truncate, _capture, _check_formats, _input, _terminal,
-                                       _view, handle_errors, note)
+                                       ModelPath, NDJson, NoColor, Page, Precision, SaveTo, Seed,
+                                       Svg, Text, Truncate, _capture, _check_formats, _input,
+                                       _terminal, _view, _write_page, handle_errors, note)
 from attn_cli.errors import ConfigError
 
 
@@ -37,12 +37,13 @@ def heads(
                          "induction-head probe).")] = None,
     precision: Precision = 2, json: Json = False, ndjson: NDJson = False,
     no_color: NoColor = False, svg: Svg = None, html: Html = None, save: SaveTo = None,
+    page: Page = None,
 ) -> None:
     """The map of every head (a letter per head: what kind of head it is); with --layer, one
     layer's heads side by side; with --from A --to B, the heads that send A to B."""
     from attn_cli.summary import PATTERN_SCORES
 
-    _check_formats(json, ndjson, svg, html, save)
+    _check_formats(json, ndjson, svg, html, save, page)
     if pattern is not None and pattern not in PATTERN_SCORES:
         raise ConfigError(f"--pattern {pattern!r} is not a pattern: choose one of "
                           f"{', '.join(PATTERN_SCORES)}")
@@ -53,11 +54,14 @@ def heads(
         raise ConfigError("--pattern and --from/--to are two rankings: pick one")
     opts = ModelOptions(layers, heads, d_model, d_ff, seed, causal, encoding, model, device,
                         truncate, dtype)
+    # every layer for a ranking, and for a page (it has the map of every head)
     cap = _capture(opts, text, file, errors, allow_special,
-                   [layer] if layer is not None and not pattern else None, None, repeat=repeat)
+                   [layer] if layer is not None and not pattern and page is None else None, None,
+                   repeat=repeat)
     from attn_cli import capture, headmap, output
     from attn_cli import save as saving
     from attn_cli.documents.attention import heads_doc
+    from attn_cli.page import self_document
 
     shown = 0 if layer is None else layer  # the layer whose heads the JSON details
     capture.select(cap.config, [shown], None)  # the layer shown must exist
@@ -71,6 +75,7 @@ def heads(
     cells = headmap.head_map(cap) if layer is None or ranked is not None else None
     if save is not None:
         saving.heads(save, cap, layer)
+    _write_page(page, lambda: self_document(cap, "heads", layer, pattern, ranked))
     if json or ndjson:
         doc = heads_doc(cap, shown, pattern, cells if layer is None else None, ranked)
         if json:

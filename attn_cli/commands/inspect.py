@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 from attn_cli.commands.options import (AllowSpecial, Causal, Device, DFF, Dims, DModel, Dtype,
                                        Encoding, Errors, File, Full, HeadList, Heads, Html, Json,
                                        LayerList, Layers, ModelOptions, ModelPath, NDJson, NoColor,
-                                       Precision, Predict, SaveTo, Seed, Svg, Text, TopK, Truncate,
-                                       _capture, _capture_predict, _check_formats, _dims, _terminal,
-                                       _then, _view, handle_errors)
+                                       Page, Precision, Predict, SaveTo, Seed, Svg, Text, TopK,
+                                       Truncate, _capture, _capture_predict, _check_formats, _dims,
+                                       _terminal, _then, _view, _write_page, handle_errors)
 from attn_cli.errors import ConfigError
 
 
@@ -28,13 +28,13 @@ def inspect(
         "--reduce-layers", help="With --reduce: also over layers.")] = False,
     precision: Precision = 2, dims: Dims = "8", json: Json = False, ndjson: NDJson = False,
     no_color: NoColor = False, full: Full = False, svg: Svg = None, html: Html = None,
-    predict: Predict = None, save: SaveTo = None,
+    predict: Predict = None, save: SaveTo = None, page: Page = None,
     every: Annotated[bool, _view(
         "--all", help="Every head's matrix, however many heads the model has (a model with more "
                       "than 16 starts with the map of its heads).")] = False,
 ) -> None:
     """Tokens, per-head attention (heat-coloured), top-k attended tokens, embeddings."""
-    _check_formats(json, ndjson, svg, html, save)
+    _check_formats(json, ndjson, svg, html, save, page)
     if reduce not in (None, "mean", "max"):
         raise ConfigError(f"--reduce must be mean or max, got {reduce!r}")
     if reduce_layers and reduce is None:
@@ -44,7 +44,7 @@ def inspect(
     _dims(dims)
     if predict is None:
         # JSON of every head, as is: written layer by layer while the next layers are computed
-        streamed = (json or ndjson) and not reduce and save is None
+        streamed = (json or ndjson) and not reduce and save is None and page is None
         cap = _capture(opts, text, file, errors, allow_special, layer, head, streamed=streamed)
         preds = None
     else:
@@ -61,6 +61,9 @@ def inspect(
         cap.heads = reduced_captures(cap, reduce, reduce_layers)
     if save is not None:
         saving.inspect(save, cap)
+    from attn_cli.page import self_document
+
+    _write_page(page, lambda: self_document(cap, "inspect"))
 
     if json:
         output.write_json(_with_predictions(inspect_doc(cap, top_k), cap, preds))

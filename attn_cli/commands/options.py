@@ -155,6 +155,11 @@ SaveTo = Annotated[Optional[Path], _output(
                    "README).", show_default=False)]
 
 
+Page = Annotated[Optional[Path], _output(
+    "--page", help="Also write FILE.html: a self-contained page (no network) to explore this "
+                   "attention with the mouse and the keyboard.", show_default=False)]
+
+
 Predict = Annotated[Optional[int], _view(
     "--predict", help="Also each position's K most likely next tokens, with probabilities (the "
                       "model's LM head).", show_default=False)]
@@ -328,7 +333,7 @@ def _dims(value: str) -> int | None:
     return n
 
 
-def _check_formats(json: bool, ndjson: bool, svg, html, save=None) -> None:
+def _check_formats(json: bool, ndjson: bool, svg, html, save=None, page=None) -> None:
     """Options that cannot go together, and files that cannot be written: before any work."""
     if json and ndjson:
         raise ConfigError("--json and --ndjson are two formats: pick one")
@@ -336,7 +341,7 @@ def _check_formats(json: bool, ndjson: bool, svg, html, save=None) -> None:
         raise ConfigError("--svg and --html save the terminal view; they do not go with --json")
     from attn_cli.output import check_writable
 
-    for path in (svg, html):
+    for path in (svg, html, page):
         if path is not None:
             check_writable(path)
     if save is not None:
@@ -417,6 +422,14 @@ def _terminal(command: str, make, no_color: bool, svg, html, *, precision: int =
     console.record = bool(svg or html) and view.color and not safe.ASCII
     output.show(console, make(view), svg, html, f"attn {command}",
                 saved=lambda: make(dataclasses.replace(view, color=True)))
+
+
+def _write_page(path: Path | None, make) -> None:
+    """--page: write the page of the document `make()` returns (page.py), if one was asked."""
+    if path is not None:
+        from attn_cli import page
+
+        page.write(path, make())
 
 
 def _then(records, last):
