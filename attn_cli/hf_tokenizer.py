@@ -259,6 +259,18 @@ def load(folder: Path) -> Tokenizer:
         return _library(spec, config, source, why, folder)
 
 
+def from_spec(spec: dict, where: Path, named: dict[str, str]) -> Tokenizer:
+    """The tokenizer a tokenizer.json-shaped dict describes (a GGUF file's vocabulary builds
+    one: gguf_vocab), with `named` special tokens ("bos_token" -> its text) as
+    tokenizer_config.json would name them; `where` is the file it came from."""
+    config = _Config(named=dict(named))
+    _apply_config(spec, config, where)
+    try:
+        return _byte_level(spec, config, "tokenizer.json", None, where)
+    except _Unsupported as why:
+        return _library(spec, config, "tokenizer.json", why, where)
+
+
 def gpt2_ranks(vocab_json: Path, merges_txt: Path) -> dict[bytes, int]:
     """tiktoken ranks from GPT-2-style vocab.json + merges.txt, whose ids are the ranks."""
     vocab = _vocab_json(vocab_json)
@@ -811,7 +823,7 @@ def _library(spec: dict, config: _Config, source: str, why: _Unsupported,
         merges = model.get("merges") or _merges_txt(folder / "merges.txt")
         model["merges"] = [f"{a} {b}" for a, b in merges]
     try:
-        backend = tokenizers.Tokenizer.from_str(json.dumps(spec))
+        backend = tokenizers.Tokenizer.from_str(orjson.dumps(spec).decode("utf-8"))
     except Exception as exc:  # the library's own parse errors
         detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise EncodingError(

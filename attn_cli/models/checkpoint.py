@@ -42,7 +42,8 @@ CONFIG_DEPTH = 64  # nesting: real config.json files are 3 or 4 deep
 
 
 def load(spec: str, device: str = "cpu", dtype: str | None = None, streamed: bool = False):
-    """The model and tokenizer of a checkpoint folder or cached hub name.
+    """The model and tokenizer of a checkpoint folder, a cached hub name, or a GGUF file
+    (`PATH.gguf`, `ollama:NAME[:TAG]`: models/gguf.py).
 
     Returns (Transformer in eval mode on `device`, tokenizer). `dtype` (float32, bfloat16,
     float16) is what the weights are held and computed in; None: float32 on the CPU, the
@@ -55,33 +56,52 @@ def load(spec: str, device: str = "cpu", dtype: str | None = None, streamed: boo
     before anything runs.
     """
     folder = resolve(spec)
+    if folder.is_file():  # a GGUF file (resolve found one): models/gguf.py reads it
+        from attn_cli.models import gguf
+
+        return gguf.load(folder, device, dtype, streamed)
     cfg, family = model_config(folder)
     source = WeightFiles(folder)
     cfg = dataclasses.replace(cfg, dtype=dtype or default_dtype(source, device))
-    _check_layers(source, family, cfg)
     tokenizer = load_tokenizer(folder, family)
+    return assemble(source, family, cfg, tokenizer, device, streamed)
+
+
+def assemble(source, family, cfg: ModelConfig, tokenizer, device: str, streamed: bool,
+             later: frozenset | set = frozenset(), attach=None):
+    """The model from its weights `source` (WeightFiles, or anything with its interface: a
+    GGUF file's tensors), every name and shape checked first; see load for streamed.
+
+    later: keys left out now (each still checked) that attach(model) puts in place after the
+    model is built (a GGUF's token table and LM head, dequantised on demand)."""
+    _check_layers(source, family, cfg)
     shapes = Weights.dry_run(source, family, cfg)  # every name and shape, from the headers
     from attn_cli import budget
 
     streamed = streamed and torch.device(device).type == "cpu"
     budget.check_weights(cfg, device, sum(t.numel() for t in shapes.values()),
                          streamed=streamed)
+    block = _block_of(family)
+
+    def now(key: str) -> bool:
+        return key not in later and not (streamed and block(key) is not None)
+
+    weights = Weights(source, family, cfg, only=now)
+    for key in source.shapes:  # what is not read now is checked now, read later
+        if not now(key):
+            weights.check(key)
+    model = build(cfg, family.convert(weights, cfg))
+    if attach is not None:
+        attach(model)
     if streamed:
-        block = _block_of(family)
-        weights = Weights(source, family, cfg, only=lambda key: block(key) is None)
-        for key in source.shapes:  # the blocks' tensors are checked now, read later
-            if block(key) is not None:
-                weights.check(key)
-        model = build(cfg, family.convert(weights, cfg))
         model.stream_blocks(lambda i: _block_tensors(source, family, cfg, block, i))
     else:
-        model = build(cfg, family.convert(Weights(source, family, cfg), cfg))
         source.close()  # the tensors that are mapped keep their file mapped
         model = model.to(device)
     vocab = cfg.vocab_size
     if tokenizer.max_token_value >= vocab:
         raise ModelLoadError(
-            f"the tokenizer in {folder} has {tokenizer.max_token_value + 1} tokens but the "
+            f"the tokenizer in {cfg.source} has {tokenizer.max_token_value + 1} tokens but the "
             f"model's embedding table has only {vocab} rows: the tokenizer files do not belong "
             f"to these weights"
         )
@@ -232,13 +252,19 @@ def resolve(spec: str) -> Path:
     Hugging Face cache."""
     if not spec.strip():
         raise ModelLoadError("--model is empty: pass a checkpoint folder or a name such as gpt2")
+    from attn_cli import gguf_file
+
+    found = gguf_file.locate(spec)  # PATH.gguf, or ollama:NAME[:TAG]
+    if found is not None:
+        return found
     path = Path(spec).expanduser()
     if path.is_dir():
         return path
     if path.exists():
         raise ModelLoadError(
-            f"--model {spec} is a file, not a folder: pass the checkpoint folder that holds "
-            f"config.json, the weights, vocab.json and merges.txt ({path.parent})"
+            f"--model {spec} is a file, not a folder or a GGUF file: pass the checkpoint "
+            f"folder that holds config.json, the weights, vocab.json and merges.txt "
+            f"({path.parent}), or a .gguf file"
         )
     name, revision = spec, None
     if _REPO_NAME.match(spec.partition("@")[0]):
