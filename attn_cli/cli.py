@@ -84,7 +84,8 @@ ModelPath = Annotated[Optional[str], _model(
     "--model", help="Real weights: a checkpoint folder (config.json, model.safetensors, the "
                     "tokenizer files) of gpt2, gpt_neo, gpt_neox, llama, mistral, qwen2, bert or "
                     "roberta, or a NAME[@REV] in the local Hugging Face cache (attn pull NAME "
-                    "puts it there). Never downloads.")]
+                    "puts it there), or a GGUF file (PATH.gguf, or ollama:NAME[:TAG] from the "
+                    "Ollama store) of llama, qwen2 or gpt2. Never downloads.")]
 Truncate = Annotated[bool, _input(
     "--truncate", help="Cut input longer than the model's positions (with a warning).")]
 Device = Annotated[str, _model("--device", help="cpu, cuda or auto.")]
@@ -737,7 +738,7 @@ def tokens(
     text: Text = None, file: File = None, errors: Errors = "strict",
     encoding: Encoding = None, allow_special: AllowSpecial = False,
     json: Json = False, ndjson: NDJson = False, no_color: NoColor = False,
-    svg: Svg = None, html: Html = None,
+    svg: Svg = None, html: Html = None, model: ModelPath = None,
 ) -> None:
     """Token index, id, text (whitespace and partial UTF-8 bytes made visible), byte length."""
     from attn_cli import output, tokens_view
@@ -746,7 +747,12 @@ def tokens(
     _check_formats(json, ndjson, svg, html)
     source = _read(text, file, errors)
     name = "o200k_base" if encoding is None else encoding
-    toks = tokenize(source, get_encoding(name), allow_special)
+    if model is not None:
+        tokenizer = _model_tokenizer(model, encoding)
+        name = tokenizer.name
+    else:
+        tokenizer = get_encoding(name)
+    toks = tokenize(source, tokenizer, allow_special)
     if json:
         output.write_json(tokens_view.tokens_doc(source, name, toks))
     elif ndjson:
@@ -755,6 +761,25 @@ def tokens(
     else:
         console = output.make_console(no_color, record=bool(svg or html))
         output.show(console, tokens_view.tokens_table(toks), svg, html, "attn tokens")
+
+
+def _model_tokenizer(model: str, encoding: str | None):
+    """The tokenizer of --model: a GGUF file's read without torch (gguf_vocab); a folder's
+    through checkpoint.load_tokenizer."""
+    if encoding is not None:
+        raise ConfigError(f"--encoding cannot be combined with --model: the checkpoint brings "
+                          f"its own tokenizer; drop --encoding {encoding}")
+    from attn_cli import gguf_file
+
+    path = gguf_file.locate(model)
+    if path is not None:
+        from attn_cli import gguf_vocab
+
+        return gguf_vocab.load(gguf_file.GGUFFile(path))
+    from attn_cli.models import checkpoint
+
+    folder = checkpoint.resolve(model)
+    return checkpoint.load_tokenizer(folder, checkpoint.model_config(folder)[1])
 
 
 @app.command()
