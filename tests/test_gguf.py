@@ -95,18 +95,20 @@ def files(tmp_path_factory):
     return out
 
 
-_REFERENCES = {}
+_TOKENIZERS = {}
 
 
 def reference(path: Path):
-    """transformers' model and tokenizer, read from the GGUF file."""
-    if path not in _REFERENCES:
-        hf = transformers.AutoModel.from_pretrained(
-            str(path.parent), gguf_file=path.name, attn_implementation="eager",
-            dtype=torch.float32).eval()
-        tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        _REFERENCES[path] = (hf, tok)
-    return _REFERENCES[path]
+    """transformers' model read from the GGUF file, and its tokenizer (one per architecture:
+    every file of one holds the same vocabulary)."""
+    hf = transformers.AutoModel.from_pretrained(
+        str(path.parent), gguf_file=path.name, attn_implementation="eager",
+        dtype=torch.float32).eval()
+    arch = path.parent.name.split("-")[0]
+    if arch not in _TOKENIZERS:
+        _TOKENIZERS[arch] = transformers.AutoTokenizer.from_pretrained(str(path.parent),
+                                                                       gguf_file=path.name)
+    return hf, _TOKENIZERS[arch]
 
 
 def compare(model, hf, ids):
@@ -235,7 +237,7 @@ def test_ollama_names_resolve_to_the_model_blob(files, tmp_path, monkeypatch, na
     assert checkpoint.resolve("ollama:" + name) == tmp_path / "blobs" / f"sha256-{digest}"
 
 
-def test_ollama_model_runs_and_says_what_is_missing(files, tmp_path):
+def test_ollama_model_runs(files, tmp_path):
     ollama_store(tmp_path, files["qwen2"][1]["Q8_0"],
                  ("registry.ollama.ai", "library", "tiny", "latest"))
     env = _env(OLLAMA_MODELS=str(tmp_path))
@@ -243,11 +245,19 @@ def test_ollama_model_runs_and_says_what_is_missing(files, tmp_path):
                 env=env)
     assert proc.returncode == 0, proc.stderr.decode()
     assert json.loads(proc.stdout)["model"]["family"] == "qwen2"
-    assert_one_line_error(attn("inspect", "hi", "--model", "ollama:absent:7b", env=env),
-                          "ollama:absent:7b", "ollama pull absent:7b")
-    (tmp_path / "blobs").joinpath(next((tmp_path / "blobs").iterdir()).name).unlink()
-    assert_one_line_error(attn("inspect", "hi", "--model", "ollama:tiny", env=env),
-                          "blob", "missing")
+
+def test_ollama_says_what_is_missing(files, tmp_path, monkeypatch):
+    ollama_store(tmp_path, files["qwen2"][1]["Q8_0"],
+                 ("registry.ollama.ai", "library", "tiny", "latest"))
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path))
+    with pytest.raises(ModelLoadError, match="ollama:absent:7b.*ollama pull absent:7b"):
+        checkpoint.resolve("ollama:absent:7b")
+    next((tmp_path / "blobs").iterdir()).unlink()
+    with pytest.raises(ModelLoadError, match="blob .* is missing"):
+        checkpoint.resolve("ollama:tiny")
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "nowhere"))
+    with pytest.raises(ModelLoadError, match="no Ollama store"):
+        checkpoint.resolve("ollama:tiny")
 
 
 def test_ollama_names_that_are_not_names(tmp_path, monkeypatch):
