@@ -100,8 +100,28 @@ def load(path: Path, device: str = "cpu", dtype: str | None = None, streamed: bo
         if head is not None:
             model.lm_head = Rows(files, head, cfg)
 
-    return checkpoint.assemble(files, family, cfg, tokenizer, device, streamed,
-                               later={table, head} - {None}, attach=attach)
+    model, tokenizer = checkpoint.assemble(files, family, cfg, tokenizer, device, streamed,
+                                           later={table, head} - {None}, attach=attach)
+    if model.block_source is not None:
+        model.stream_blocks(_read_ahead(model.block_source, cfg.n_layers))
+    return model, tokenizer
+
+
+def _read_ahead(source, n_layers: int):
+    """source(i) (block i's tensors), with block i + 1 dequantised in a worker thread while
+    block i runs: NumPy's dequantisers and torch's matmuls both let go of the GIL, so the two
+    overlap. Two blocks are held at once, as the memory budget allows for."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool, ahead = ThreadPoolExecutor(1, thread_name_prefix="attn-gguf"), {}
+
+    def get(i: int) -> dict:
+        future = ahead.pop(i, None) or pool.submit(source, i)
+        if i + 1 < n_layers:
+            ahead[i + 1] = pool.submit(source, i + 1)
+        return future.result()
+
+    return get
 
 
 def _family_names(arch: str) -> str:
@@ -207,9 +227,12 @@ class GGUFTensors:
             return torch.from_numpy(raw.view(np.float16).copy())
         if t.ggml_type == 30:
             return torch.from_numpy(raw.view(np.int16).copy()).view(torch.bfloat16)
-        from gguf import GGMLQuantizationType, dequantize
+        import gguf
 
-        return torch.from_numpy(dequantize(raw, GGMLQuantizationType(t.ggml_type)))
+        # the type's own dequantiser on every row at once (gguf.quants.dequantize cuts the
+        # rows into groups: dozens of calls per tensor, each taking the GIL back from the
+        # thread that writes the output)
+        return torch.from_numpy(getattr(gguf.quants, t.type_name).dequantize_rows(raw))
 
     def tensor(self, key: str) -> torch.Tensor:
         """The whole tensor, dequantised, in our shape."""
