@@ -736,22 +736,28 @@ def plot(
 @handle_errors
 def tokens(
     text: Text = None, file: File = None, errors: Errors = "strict",
-    encoding: Encoding = None, allow_special: AllowSpecial = False,
+    encoding: Encoding = None, model: ModelPath = None, allow_special: AllowSpecial = False,
     json: Json = False, ndjson: NDJson = False, no_color: NoColor = False,
-    svg: Svg = None, html: Html = None, model: ModelPath = None,
+    svg: Svg = None, html: Html = None,
 ) -> None:
-    """Token index, id, text (whitespace and partial UTF-8 bytes made visible), byte length."""
+    """Token index, id, text (whitespace and partial UTF-8 bytes made visible), byte length;
+    with --model, the checkpoint's own tokenizer, its special tokens included."""
     from attn_cli import output, tokens_view
     from attn_cli.tokenize import get_encoding, tokenize
 
     _check_formats(json, ndjson, svg, html)
-    source = _read(text, file, errors)
-    name = "o200k_base" if encoding is None else encoding
+    if model is not None and encoding is not None:
+        raise ConfigError("--encoding cannot be combined with --model: the checkpoint brings its "
+                          "own tokenizer; drop --encoding")
     if model is not None:
-        tokenizer = _model_tokenizer(model, encoding)
+        from attn_cli.models import folders  # no torch: the tokenizer files only
+
+        tokenizer = folders.load_tokenizer(folders.resolve(model))
         name = tokenizer.name
     else:
+        name = "o200k_base" if encoding is None else encoding
         tokenizer = get_encoding(name)
+    source = _read(text, file, errors)
     toks = tokenize(source, tokenizer, allow_special)
     if json:
         output.write_json(tokens_view.tokens_doc(source, name, toks))
@@ -761,25 +767,6 @@ def tokens(
     else:
         console = output.make_console(no_color, record=bool(svg or html))
         output.show(console, tokens_view.tokens_table(toks), svg, html, "attn tokens")
-
-
-def _model_tokenizer(model: str, encoding: str | None):
-    """The tokenizer of --model: a GGUF file's read without torch (gguf_vocab); a folder's
-    through checkpoint.load_tokenizer."""
-    if encoding is not None:
-        raise ConfigError(f"--encoding cannot be combined with --model: the checkpoint brings "
-                          f"its own tokenizer; drop --encoding {encoding}")
-    from attn_cli import gguf_file
-
-    path = gguf_file.locate(model)
-    if path is not None:
-        from attn_cli import gguf_vocab
-
-        return gguf_vocab.load(gguf_file.GGUFFile(path))
-    from attn_cli.models import checkpoint
-
-    folder = checkpoint.resolve(model)
-    return checkpoint.load_tokenizer(folder, checkpoint.model_config(folder)[1])
 
 
 @app.command()

@@ -203,6 +203,13 @@ class GGUFTensors:
             self.shapes[key], self.dtypes[key] = tuple(shape), t.type_name
             self._of[key] = (t, transform)
 
+    def listing(self) -> list[dict]:
+        """Every tensor under the file's own name (`blk.0.attn_q.weight`): shape (rows first,
+        as torch has it; ggml's ne is the reverse), its type, and whether attn reads it."""
+        used = {t.name for t, _ in self._of.values()}
+        return [{"name": name, "shape": list(t.shape), "dtype": t.type_name,
+                 "used": name in used} for name, t in self.file.tensors.items()]
+
     def stored(self, key: str) -> torch.dtype | None:
         """What the tensor comes out as: float32 once dequantised (F16 and BF16 as they are);
         None for a type attn does not read (the converter then says so)."""
