@@ -183,6 +183,7 @@ class GGUFTensors:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.dtypes: dict[str, str] = {}
         self._of: dict[str, tuple] = {}  # our key -> (tensor record, transform)
+        self.used: set[str] = set()  # the keys the family's convert reads (Weights notes them)
         for name, t in f.tensors.items():
             m = _BLOCK.match(name)
             if m:
@@ -206,7 +207,7 @@ class GGUFTensors:
     def listing(self) -> list[dict]:
         """Every tensor under the file's own name (`blk.0.attn_q.weight`): shape (rows first,
         as torch has it; ggml's ne is the reverse), its type, and whether attn reads it."""
-        used = {t.name for t, _ in self._of.values()}
+        used = {self._of[key][0].name for key in self.used}
         return [{"name": name, "shape": list(t.shape), "dtype": t.type_name,
                  "used": name in used} for name, t in self.file.tensors.items()]
 
