@@ -31,7 +31,9 @@ import gguf_writer  # noqa: E402
 from test_families import randomize  # noqa: E402
 from test_subprocess import _env, assert_one_line_error, attn  # noqa: E402
 
-from attn_cli import capture, gguf_file, gguf_vocab, tokenize  # noqa: E402
+from attn_cli import capture  # noqa: E402
+from attn_cli.models import gguf_file  # noqa: E402
+from attn_cli.tokenizers import gguf as gguf_vocab  # noqa: E402
 from attn_cli.errors import ModelLoadError  # noqa: E402
 from attn_cli.models import checkpoint  # noqa: E402
 
@@ -381,7 +383,7 @@ SEQUENCES = {  # llama.cpp's regex_exprs lists
 def one_regex_split(text: str, pre: str) -> list[str]:
     import regex
 
-    from attn_cli.hf_tokenizer import _covering
+    from attn_cli.tokenizers.byte_level import _covering
 
     return [m.group() for m in regex.finditer(_covering(gguf_vocab.PRE_PATTERNS[pre]), text)]
 

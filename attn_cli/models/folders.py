@@ -1,5 +1,6 @@
-"""Where a checkpoint is, without torch: a folder, a sentence-transformers folder's model, or a
-name in the local Hugging Face cache; its config.json, read with limits; its tokenizer.
+"""Where a checkpoint is, without torch: a folder, a sentence-transformers folder's model, a
+name in the local Hugging Face cache, or a GGUF file (gguf_file.py); its config.json, read with
+limits; its tokenizer.
 
 `attn tokens --model M` runs on this module alone, so it never imports torch; checkpoint.py
 builds the model from what it finds.
@@ -127,7 +128,7 @@ def resolve(spec: str) -> Path:
     Hugging Face cache; or a GGUF file (`PATH.gguf`, `ollama:NAME[:TAG]`)."""
     if not spec.strip():
         raise ModelLoadError("--model is empty: pass a checkpoint folder or a name such as gpt2")
-    from attn_cli import gguf_file
+    from attn_cli.models import gguf_file
 
     found = gguf_file.locate(spec)  # PATH.gguf, or ollama:NAME[:TAG]: a file (models/gguf.py)
     if found is not None:
@@ -257,14 +258,15 @@ TOKENIZER_FILES = ("vocab.json", "merges.txt")  # the GPT-2-style pair (or token
 
 def load_tokenizer(folder: Path, family=None):
     """The folder's own tokenizer (tokenizer.json, or vocab.json + merges.txt): see
-    hf_tokenizer; or the family's own (a model trained by attn train names an encoding and its
+    tokenizers/hf.py; or the family's own (a model trained by attn train names an encoding and its
     vocabulary in config.json). Its problems are the checkpoint's problems."""
-    from attn_cli import hf_tokenizer
+    from attn_cli.tokenizers import hf as hf_tokenizer
 
     if folder.is_file():  # a GGUF file (resolve found one): the vocabulary in its metadata
-        from attn_cli import gguf_file, gguf_vocab
+        from attn_cli.models.gguf_file import GGUFFile
+        from attn_cli.tokenizers import gguf
 
-        return gguf_vocab.load(gguf_file.GGUFFile(folder))
+        return gguf.load(GGUFFile(folder))
     if hasattr(family, "tokenizer"):
         return family.tokenizer(HFConfig(read_config(folder), folder / "config.json"))
     if family is None and read_config(folder).get("model_type") == "attn":

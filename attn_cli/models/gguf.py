@@ -8,7 +8,7 @@ The file's metadata (`{arch}.block_count`, `.embedding_length`, `.attention.head
 serve it; its tensors (`token_embd`, `blk.N.attn_q`, …) are shown to the family's converter
 under the Hugging Face names it reads, each dequantised with the `gguf` library (ggml's own
 code) into --dtype only when the converter reads it. So the stack streams a GGUF as it streams
-a folder (`checkpoint.assemble`): a block's weights are dequantised just before it runs and
+a folder (`assemble.py`): a block's weights are dequantised just before it runs and
 let go after; the token table and the LM head are dequantised on demand (the rows of the tokens
 read; the whole head only when predictions are asked for).
 
@@ -17,7 +17,7 @@ with ne = [in, out]; llama's Q and K rows are permuted for ggml's rotary layout
 (`LlamaModel.permute`), undone here as transformers' GGUF loader undoes it; GPT-2's Conv1D
 weights are stored transposed, (out, in), and shown to the family as Conv1D (in, out) again.
 
-Nothing in the file is trusted: the header's sizes against the file's length (gguf_file), the
+Nothing in the file is trusted: the header's sizes against the file's length (gguf_file.py), the
 metadata against the tensors' shapes (the family's Weights checks), every tensor's quantisation
 type, and its values: a float tensor's values, a quantised one's scales (its values are integer
 codes times those) must be finite — checked from the file in pieces before anything runs.
@@ -34,9 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attn_cli.errors import AttnError, ModelLoadError
-from attn_cli.gguf_file import SUPPORTED, TYPES, GGUFFile
-from attn_cli.models.families import HFConfig, families
+from attn_cli.errors import ModelLoadError
+from attn_cli.models.assemble import assemble
+from attn_cli.models.families import configure
+from attn_cli.models.gguf_file import SUPPORTED, TYPES, GGUFFile
+from attn_cli.models.weights import _anonymous
+from attn_cli.tokenizers.gguf import load as load_vocabulary
 
 ARCHITECTURES = ("llama", "qwen2", "gpt2")
 CHUNK = 16 * 2**20  # bytes read at a time when checking values
@@ -70,28 +73,18 @@ _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c
 def load(path: Path, device: str = "cpu", dtype: str | None = None, streamed: bool = False):
     """The model and tokenizer of a GGUF file (see checkpoint.load for device, dtype and
     streamed)."""
-    from attn_cli import gguf_vocab
-    from attn_cli.models import checkpoint
-
     f = GGUFFile(path)
     arch = f.architecture
     if arch not in ARCHITECTURES:
         raise ModelLoadError(f"{path} holds a {arch[:40]!r} model; attn reads GGUF files of "
                              f"these architectures: {', '.join(ARCHITECTURES)}")
-    hf = _config_json(f, arch)
-    family = families()[hf["model_type"]]
-    try:
-        cfg = family.config(HFConfig(hf, path))
-    except ModelLoadError:
-        raise
-    except AttnError as exc:
-        raise ModelLoadError(f"{path} describes a model attn cannot build: {exc}") from None
+    cfg, family = configure(_config_json(f, arch), path)
     rotary = f.get(f"{arch}.rope.dimension_count")
     if arch != "gpt2" and isinstance(rotary, int) and rotary != cfg.d_head:
         cfg = dataclasses.replace(cfg, rotary_dim=rotary)
     cfg = dataclasses.replace(cfg, source=str(path), seed=None, dtype=dtype or "float32")
     files = GGUFTensors(f, arch, cfg)
-    tokenizer = gguf_vocab.load(f)
+    tokenizer = load_vocabulary(f)
     head = "lm_head.weight" if "lm_head.weight" in files.shapes else None
     table = _NAMES[_family_names(arch)][0] + _NAMES[_family_names(arch)][3]["token_embd.weight"]
 
@@ -100,8 +93,8 @@ def load(path: Path, device: str = "cpu", dtype: str | None = None, streamed: bo
         if head is not None:
             model.lm_head = Rows(files, head, cfg)
 
-    model, tokenizer = checkpoint.assemble(files, family, cfg, tokenizer, device, streamed,
-                                           later={table, head} - {None}, attach=attach)
+    model, tokenizer = assemble(files, family, cfg, tokenizer, device, streamed,
+                                later={table, head} - {None}, attach=attach)
     if model.block_source is not None:
         model.stream_blocks(_read_ahead(model.block_source, cfg.n_layers))
     return model, tokenizer
@@ -174,7 +167,7 @@ def _config_json(f: GGUFFile, arch: str) -> dict:
 
 class GGUFTensors:
     """The GGUF file's tensors under the Hugging Face names the family's converter reads, with
-    the interface of checkpoint.WeightFiles (shapes, stored, tensor, read_into, finite)."""
+    the interface of weights.WeightFiles (shapes, stored, tensor, read_into, finite)."""
 
     def __init__(self, f: GGUFFile, arch: str, cfg):
         self.file, self.arch, self.cfg = f, arch, cfg
@@ -313,8 +306,6 @@ class Rows(nn.Module):
     so rows never read take none."""
 
     def __init__(self, files: GGUFTensors, key: str, cfg):
-        from attn_cli.models.checkpoint import _anonymous
-
         super().__init__()
         shape = files.shapes[key]
         self.weight = nn.Parameter(_anonymous(shape, getattr(torch, cfg.dtype)),

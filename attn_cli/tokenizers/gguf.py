@@ -1,11 +1,11 @@
-"""A GGUF file's own tokenizer (`tokenizer.ggml.*`), behind `tokenize.Tokenizer` (SPEC §9).
+"""A GGUF file's own tokenizer (`tokenizer.ggml.*`), behind `tokenizers.Tokenizer` (SPEC §9).
 
-    load(GGUFFile) -> Tokenizer
+    load(f) -> Tokenizer      f: a models/gguf_file.GGUFFile (its metadata: get, str, has)
 
 A GGUF holds no tokenizer.json: it stores the vocabulary (`tokens`, `token_type`, `scores`),
 the BPE `merges`, the pre-tokenizer's name (`pre`) and the special ids as metadata. From them
-this module builds the tokenizer.json-shaped spec that `hf_tokenizer` reads for a folder, so
-the same two engines run it:
+this module builds the tokenizer.json-shaped spec that `hf.py` reads for a folder, so the
+same two engines run it (byte_level.py, library.py):
 
 * `model: gpt2` (byte-level BPE: GPT-2, Llama 3, Qwen2, SmolLM …) runs in tiktoken, with the
   split pattern llama.cpp uses for `tokenizer.ggml.pre` (its `llama-vocab.cpp`): llama.cpp
@@ -25,10 +25,13 @@ Never imports torch.
 from __future__ import annotations
 
 from attn_cli.errors import EncodingError, ModelLoadError
+from attn_cli.tokenizers.byte_level import BYTE_LEVEL_PAT
+from attn_cli.tokenizers.hf import from_spec
+from attn_cli.tokenizers.ranks import _BYTE_CHARS
 
 # llama.cpp's split patterns (src/llama-vocab.cpp, llm_tokenizer_bpe), by the `pre` names that
 # select them (llama_vocab::impl::load).
-_GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+_GPT2 = BYTE_LEVEL_PAT
 _LLAMA3 = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+"
            r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 _QWEN2 = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+"
@@ -57,7 +60,7 @@ CONTROL, USER_DEFINED = 3, 4  # llama.cpp's token types
 
 
 def load(f) -> object:
-    """The tokenizer of the GGUF file `f` (a gguf_file.GGUFFile)."""
+    """The tokenizer of the GGUF file `f` (a models/gguf_file.GGUFFile)."""
     kind = f.str("tokenizer.ggml.model", "")
     if not kind:
         raise ModelLoadError(f"{f.path} holds no tokenizer (no tokenizer.ggml.model): attn "
@@ -92,10 +95,8 @@ def load(f) -> object:
             raise _bad(f, f"it asks for a {which[:3].upper()} token but names none")
     spec["post_processor"] = _template(tokens, named.get("bos_token") if add_bos else None,
                                        named.get("eos_token") if add_eos else None)
-    from attn_cli import hf_tokenizer
-
     try:
-        tokenizer = hf_tokenizer.from_spec(spec, f.path, {k: tokens[v] for k, v in named.items()})
+        tokenizer = from_spec(spec, f.path, {k: tokens[v] for k, v in named.items()})
     except ModelLoadError:
         raise
     except EncodingError as exc:
@@ -128,8 +129,6 @@ def _added(tokens: list[str], types: list, allowed=None) -> list[dict]:
 
 
 def _byte_level(f, tokens: list[str], types: list) -> dict:
-    from attn_cli.hf_tokenizer import _BYTE_CHARS
-
     pre = f.get("tokenizer.ggml.pre", "default")
     pattern = PRE_PATTERNS.get(pre)
     if pattern is None:
