@@ -99,8 +99,9 @@ def quantise(a: np.ndarray, qtype: str, rng: np.random.Generator) -> tuple[np.nd
 
 def write(path: Path, arch: str, config: dict, state: dict, qtype: str, vocab: dict,
           seed: int = 0, extra=None) -> Path:
-    """A GGUF file of the model. vocab: tokens, token_type, merges, pre, bos, eos, add_bos
-    (model `gpt2`); config: the transformers config as a dict."""
+    """A GGUF file of the model. vocab: tokens, token_type, bos, eos, add_bos, and merges + pre
+    (model `gpt2`, the default) or scores + unk (model `llama`: SentencePiece); config: the
+    transformers config as a dict."""
     rng = np.random.default_rng(seed)
     w = gguf.GGUFWriter(str(path), arch)
     if arch == "gpt2":
@@ -121,11 +122,15 @@ def write(path: Path, arch: str, config: dict, state: dict, qtype: str, vocab: d
         w.add_rope_freq_base(rope.get("rope_theta", config.get("rope_theta", 10000.0)))
         w.add_layer_norm_rms_eps(config["rms_norm_eps"])
         w.add_rope_dimension_count(config["hidden_size"] // config["num_attention_heads"])
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(vocab["pre"])
+    w.add_tokenizer_model(vocab.get("model", "gpt2"))
+    if vocab.get("model", "gpt2") == "gpt2":
+        w.add_tokenizer_pre(vocab["pre"])
+        w.add_token_merges(vocab["merges"])
+    else:  # SentencePiece (`llama`): scores, no merges, no pre, an unknown token
+        w.add_token_scores(vocab["scores"])
+        w.add_unk_token_id(vocab["unk"])
     w.add_token_list(vocab["tokens"])
     w.add_token_types(vocab["token_type"])
-    w.add_token_merges(vocab["merges"])
     w.add_bos_token_id(vocab["bos"])
     w.add_eos_token_id(vocab["eos"])
     w.add_add_bos_token(vocab["add_bos"])

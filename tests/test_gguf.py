@@ -401,3 +401,134 @@ PIECES = st.sampled_from(["a", "B", "é", "日", " ", "  ", "\t", "\n", "1", "23
 def test_one_regex_cuts_text_as_llama_cpps_list_of_patterns(text):
     for pre, patterns in SEQUENCES.items():
         assert one_regex_split(text, pre) == sequential_split(text, patterns), (pre, text)
+
+
+# --- SentencePiece vocabularies (`tokenizer.ggml.model` llama) ----------------------------------
+
+SP_TEXTS = [TEXT, "  two  spaces and\nnewlines", "日本 tired cats", "</s> and <s> as text"]
+
+
+def sentencepiece_vocab(seed: int) -> dict:
+    """A Llama-2-style SentencePiece vocabulary: <unk> <s> </s>, the 256 byte tokens, then
+    pieces (every prefix of every ▁word of a small corpus, and its characters) with shuffled
+    scores and no merges, as llama.cpp writes such a file; "日本" is left to the byte tokens."""
+    import random
+
+    rng = random.Random(seed)
+    corpus = (TEXT + " the cat sat on the mat, two spaces and newlines as text tired").split()
+    chars, pieces = set("▁\n"), []
+    for word in corpus:
+        piece = "▁" + word
+        chars |= set(piece)
+        pieces += [piece[:k] for k in range(2, len(piece) + 1) if piece[:k] not in pieces]
+    scores = list(range(-len(pieces), 0))
+    rng.shuffle(scores)
+    single = sorted(chars)
+    tokens = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256)), *pieces, *single]
+    return {"model": "llama", "tokens": tokens,
+            "token_type": [2, 3, 3] + [6] * 256 + [1] * (len(pieces) + len(single)),
+            "scores": [0.0] * 259 + [float(s) for s in scores]
+            + [-1000.0 - i for i in range(len(single))],
+            "unk": 0, "bos": 1, "eos": 2, "add_bos": True}
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_file(tmp_path_factory):
+    vocab = sentencepiece_vocab(7)
+    config_cls, model_cls, args, _ = MODELS["llama"]
+    config = getattr(transformers, config_cls)(vocab_size=len(vocab["tokens"]),
+                                                attn_implementation="eager", **args)
+    hf = getattr(transformers, model_cls)(config).eval()
+    randomize(hf, 77)
+    folder = tmp_path_factory.mktemp("gguf-sp") / "llama-sp"
+    folder.mkdir()
+    return gguf_writer.write(folder / "sp.gguf", "llama", hf.config.to_dict(),
+                             hf.state_dict(), "Q8_0", vocab)
+
+
+def test_sentencepiece_ids_and_matrices_equal_transformers(sentencepiece_file):
+    hf, hf_tok = reference(sentencepiece_file)
+    model, tokenizer = checkpoint.load(str(sentencepiece_file), streamed=True)
+    assert tokenizer.name == "GGUF SentencePiece"
+    for text in SP_TEXTS:  # special-token text is text unless --allow-special (SPEC §2)
+        for special in (False, True):
+            ids = [t.id for t in tokenizer.encode(text, allow_special=special)]
+            assert ids == hf_tok(text, split_special_tokens=not special)["input_ids"], text
+    ids = [t.id for t in tokenizer.encode(SP_TEXTS[2])]
+    assert ids[0] == 1 and any(3 <= i < 259 for i in ids)  # BOS; 日本 in byte tokens
+    assert any(i >= 259 + 20 for i in ids)  # and some merged pieces, not only characters
+    attention, hidden = compare(model, hf, [t.id for t in tokenizer.encode(TEXT)])
+    assert attention <= ATTN_ATOL and hidden <= HIDDEN_ATOL, (attention, hidden)
+    proc = attn("tokens", SP_TEXTS[1], "--model", sentencepiece_file, "--json")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert [t["id"] for t in json.loads(proc.stdout)["tokens"]] == \
+        hf_tok(SP_TEXTS[1])["input_ids"]
+
+
+def test_missing_extras_are_one_line(files, sentencepiece_file, monkeypatch):
+    """A SentencePiece vocabulary needs `tokenizers`, a quantised file the `gguf` library:
+    without them, one line naming the extra (an F32 byte-level file needs neither)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # `import tokenizers` fails
+    with pytest.raises(ModelLoadError, match=r"SentencePiece.*attn-cli\[hf\]"):
+        checkpoint.load(str(sentencepiece_file))
+    monkeypatch.setitem(sys.modules, "gguf", None)
+    with pytest.raises(ModelLoadError, match=r"Q8_0 tensors.*attn-cli\[gguf\]"):
+        checkpoint.load(str(files["qwen2"][1]["Q8_0"]))
+    model, tokenizer = checkpoint.load(str(files["gpt2"][1]["F32"]))
+    assert model.cfg.n_layers == 2
+
+
+# --- every command that takes --model --------------------------------------------------------
+
+def test_the_memory_budget_counts_a_gguf_file(files):
+    proc = attn("inspect", "hi", "--model", files["llama"][1]["Q4_0"],
+                env=_env(ATTN_MEMORY_LIMIT="200K"))
+    assert_one_line_error(proc, "needs about", "is free")
+
+
+@pytest.mark.parametrize("args", [
+    ("steps", "--layer", "1", "--head", "2", "--json"),
+    ("rollout", "--json"),
+    ("model", "--json"),
+    ("plot", "--layer", "0", "--head", "1", "-o", "{tmp}/p.png"),
+    ("compare", "--a", "--model {gguf}", "--b", "--model {gguf}", "--json"),
+])
+def test_every_model_command_reads_a_gguf_file(files, tmp_path, args):
+    path = files["qwen2"][1]["Q4_K"]
+    args = [a.format(gguf=path, tmp=tmp_path) for a in args]
+    text = [] if args[0] == "model" else ["The cat sat"]
+    extra = [] if args[0] == "compare" else ["--model", str(path)]
+    proc = attn(args[0], *text, *extra, *args[1:])
+    assert proc.returncode == 0, proc.stderr.decode()
+    if args[0] == "plot":
+        assert (tmp_path / "p.png").stat().st_size > 1000
+        return
+    doc = json.loads(proc.stdout)
+    if args[0] == "compare":  # the same file on both sides: every head moves by exactly 0
+        assert doc["mean"] == 0 and all(h["mean"] == 0 for h in doc["heads"]), doc["mean"]
+    elif args[0] == "model":
+        assert doc["model"]["family"] == "qwen2" and doc["model"]["kv_heads"] == 2
+    else:
+        assert doc["model"]["source"] == str(path)
+
+
+def test_generate_equals_transformers_greedy_on_the_file(files):
+    """attn generate (the LM head: the token table, read whole only now) against transformers'
+    AutoModelForCausalLM greedy decoding of the same file."""
+    path = files["llama"][1]["Q8_0"]
+    proc = attn("generate", "The cat sat", "--model", path, "-n", "6", "--json")
+    assert proc.returncode == 0, proc.stderr.decode()
+    doc = json.loads(proc.stdout)
+    prompt = [t["id"] for t in doc["tokens"]]
+    got = [step["id"] for step in doc["generated"]]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+    with torch.no_grad():
+        out = hf.generate(torch.tensor([prompt]), max_new_tokens=len(got), do_sample=False,
+                          eos_token_id=None, pad_token_id=0)
+        logits = hf(torch.tensor([prompt])).logits[0, -1]
+    assert got and got == out[0, len(prompt):].tolist()
+    first = torch.softmax(logits.double(), -1)[got[0]].item()
+    assert abs(doc["generated"][0]["probability"] - first) < 1e-5

@@ -37,7 +37,7 @@ from torch import nn
 from attn_cli.errors import ModelLoadError
 from attn_cli.models.assemble import assemble
 from attn_cli.models.families import configure
-from attn_cli.models.gguf_file import SUPPORTED, TYPES, GGUFFile
+from attn_cli.models.gguf_file import EXTRA, SUPPORTED, TYPES, GGUFFile
 from attn_cli.models.weights import _anonymous
 from attn_cli.tokenizers.gguf import load as load_vocabulary
 
@@ -84,6 +84,7 @@ def load(path: Path, device: str = "cpu", dtype: str | None = None, streamed: bo
         cfg = dataclasses.replace(cfg, rotary_dim=rotary)
     cfg = dataclasses.replace(cfg, source=str(path), seed=None, dtype=dtype or "float32")
     files = GGUFTensors(f, arch, cfg)
+    _check_dequantisers(files)
     tokenizer = load_vocabulary(f)
     head = "lm_head.weight" if "lm_head.weight" in files.shapes else None
     table = _NAMES[_family_names(arch)][0] + _NAMES[_family_names(arch)][3]["token_embd.weight"]
@@ -98,6 +99,21 @@ def load(path: Path, device: str = "cpu", dtype: str | None = None, streamed: bo
     if model.block_source is not None:
         model.stream_blocks(_read_ahead(model.block_source, cfg.n_layers))
     return model, tokenizer
+
+
+def _check_dequantisers(files: "GGUFTensors") -> None:
+    """One line, before anything is read, when the file's quantised tensors need the `gguf`
+    library (ggml's dequantisers) and it is not installed; F32, F16 and BF16 files do not."""
+    quantised = sorted({t.type_name for t, _ in files._of.values()
+                        if t.ggml_type in TYPES and TYPES[t.ggml_type][1] > 1})
+    if not quantised:
+        return
+    try:
+        import gguf  # noqa: F401  (the library, not this module)
+    except ImportError:
+        raise ModelLoadError(f"{files.file.path} holds {', '.join(quantised)} tensors, which attn "
+                             f"dequantises with the `gguf` library, an optional extra: "
+                             f"{EXTRA}") from None
 
 
 def _read_ahead(source, n_layers: int):

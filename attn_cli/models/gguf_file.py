@@ -25,7 +25,7 @@ from attn_cli.errors import ModelLoadError
 
 OLLAMA = "ollama:"
 MAGIC = b"GGUF"
-EXTRA = "pip install 'attn-cli[gguf]'"
+EXTRA = "pip install 'attn-cli[gguf]' (installed with pipx: pipx inject attn-cli gguf)"
 MODEL_LAYER = "application/vnd.ollama.image.model"
 MANIFEST_LIMIT = 2**20  # bytes: a manifest is a few hundred
 _PART = re.compile(r"^[A-Za-z0-9][\w.-]*$")
