@@ -532,3 +532,36 @@ def test_generate_equals_transformers_greedy_on_the_file(files):
     assert got and got == out[0, len(prompt):].tolist()
     first = torch.softmax(logits.double(), -1)[got[0]].item()
     assert abs(doc["generated"][0]["probability"] - first) < 1e-5
+
+
+# --- the other quantisation types ------------------------------------------------------------
+
+def test_the_type_table_agrees_with_ggml():
+    """Block length and bytes of every type attn reads, against the gguf library's own table."""
+    for ggml_type, (name, block, nbytes, _) in gguf_file.TYPES.items():
+        t = gguf.GGMLQuantizationType(ggml_type)
+        assert t.name == name and gguf.GGML_QUANT_SIZES[t] == (block, nbytes), name
+
+
+@pytest.mark.parametrize("qtype", ["BF16", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q5_K",
+                                   "Q6_K"])
+def test_other_quantisations_equal_transformers(files, tmp_path, qtype):
+    """The types the main matrix leaves out, on the llama model (a K-quant with its scales
+    set to NaN is refused, naming the tensor)."""
+    source = files["llama"][0]
+    path = gguf_writer.write(tmp_path / f"tiny-{qtype}.gguf", "llama", source.config.to_dict(),
+                             source.state_dict(), qtype, gpt2_vocab("llama-bpe", True))
+    hf = transformers.AutoModel.from_pretrained(str(tmp_path), gguf_file=path.name,
+                                                attn_implementation="eager",
+                                                dtype=torch.float32).eval()
+    model, tokenizer = checkpoint.load(str(path), streamed=True)
+    attention, hidden = compare(model, hf, [t.id for t in tokenizer.encode(TEXT)])
+    assert attention <= ATTN_ATOL and hidden <= HIDDEN_ATOL, (attention, hidden)
+    if qtype in gguf_writer.K_SCALES:
+        t = gguf_file.GGUFFile(path).tensors["blk.1.ffn_up.weight"]
+        lo = gguf_writer.K_SCALES[qtype][0]
+        bad = broken(path, tmp_path / "nan.gguf", lambda d: d.__setitem__(
+            slice(t.offset + 3 * t.block_bytes + lo, t.offset + 3 * t.block_bytes + lo + 2),
+            b"\x00\x7e"))
+        with pytest.raises(ModelLoadError, match="layers.1.mlp.up_proj.weight"):
+            checkpoint.load(str(bad), streamed=True)
