@@ -101,8 +101,8 @@ _TOKENIZERS = {}
 
 
 def reference(path: Path):
-    """transformers' model read from the GGUF file, and its tokenizer (one per architecture:
-    every file of one holds the same vocabulary)."""
+    """transformers' model read from the GGUF file, and its tokenizer (one per folder-name
+    prefix, the architecture: every file of one holds the same vocabulary)."""
     hf = transformers.AutoModel.from_pretrained(
         str(path.parent), gguf_file=path.name, attn_implementation="eager",
         dtype=torch.float32).eval()
@@ -440,7 +440,7 @@ def sentencepiece_file(tmp_path_factory):
                                                 attn_implementation="eager", **args)
     hf = getattr(transformers, model_cls)(config).eval()
     randomize(hf, 77)
-    folder = tmp_path_factory.mktemp("gguf-sp") / "llama-sp"
+    folder = tmp_path_factory.mktemp("gguf-sp") / "sentencepiece"  # its own key in reference()
     folder.mkdir()
     return gguf_writer.write(folder / "sp.gguf", "llama", hf.config.to_dict(),
                              hf.state_dict(), "Q8_0", vocab)
