@@ -484,6 +484,62 @@ def target_generate(inp: Inputs, n: int, quick: bool) -> None:
           f"output_logits=True), given the ids (attn tokenizes and decodes)", flush=True)
 
 
+GGUF_SIZES = ((30, 9, 3, 576, 1536), (2, 4, 2, 64, 128))  # SmolLM2-135M-shaped; --quick
+GGUF_WALL, GGUF_RSS_GB = 1.2, 3.0
+
+
+def gguf_file(inp: Inputs, *args: str) -> None:
+    done = subprocess.run([PY, str(HERE / "gguf_files.py"), *args], capture_output=True,
+                          text=True, env=child_env())
+    if done.returncode != 0:
+        raise BenchError(f"could not write the GGUF file: {done.stderr.strip()[-500:]}")
+
+
+def target_gguf(inp: Inputs, n: int, quick: bool) -> None:
+    """GGUF (§9): every head of a SmolLM2-135M-shaped Q4_1 file against the same weights as a
+    safetensors folder, paired; then (full size only) one head of 512 tokens of a
+    Llama-3-8B-shaped Q4_0 file in bfloat16: its peak RSS."""
+    layers, heads, kv_heads, d_model, d_ff = GGUF_SIZES[1 if quick else 0]
+    folder = checkpoint(inp.tmp / f"llama-{layers}x{heads}-{d_model}-smol", "llama", layers,
+                        heads, d_model, kv_heads, d_ff)
+    path = inp.tmp / "smol.Q4_1.gguf"
+    if not path.is_file():
+        gguf_file(inp, "from-folder", str(folder), str(path), "Q4_1")
+    n_tokens = 64 if quick else 500
+    text, _ = checkpoint_text(inp, folder, n_tokens)
+    a = ATTN + ["inspect", "--file", str(text), "--model", str(path), "--json"]
+    b = ATTN + ["inspect", "--file", str(text), "--model", str(folder), "--json"]
+    ra, rb = paired(a, b, n, 0 if quick else 1)
+    aw, bw = [r.wall for r in ra], [r.wall for r in rb]
+    wall = pair_ratio(aw, bw)
+    line("gguf 135M all", f"{wall:.2f}x", "same, folder", f"(target <= {GGUF_WALL:.2f}x)",
+         f"GGUF Q4_1 {median(aw):.2f} s / safetensors {median(bw):.2f} s, {n_tokens} tokens, "
+         f"every head ({runs_note(n)}; {spread(aw, bw)}); peak RSS "
+         f"{median(r.rss_mb for r in ra):,.0f} / {median(r.rss_mb for r in rb):,.0f} MB",
+         wall <= GGUF_WALL, quick)
+    if quick:
+        return
+    free = shutil.disk_usage(inp.tmp).free
+    if free < 10 * 2**30:
+        raise BenchError(f"the 8B-shaped file needs ~5 GB on disk; {free / 2**30:.1f} GB free")
+    big = inp.tmp / "llama3-8b.Q4_0.gguf"
+    gguf_file(inp, "llama3-8b", str(big))
+    try:
+        fixtures = next(d for d in GPT2_TOKENIZER if (d / "vocab.json").is_file())
+        text512, _ = checkpoint_text(inp, fixtures, 512)
+        run = measure(ATTN + ["inspect", "--file", str(text512), "--model", str(big),
+                              "--layer", "16", "--head", "0", "--dtype", "bfloat16", "--json"])
+        gb = run.rss_mb / 1024
+        line("gguf 8B memory", f"{gb:.2f}", "GB peak RSS", f"(target <= {GGUF_RSS_GB:.1f} GB)",
+             f"Llama-3-8B-shaped Q4_0 ({big.stat().st_size / 2**30:.1f} GiB), 512 tokens, "
+             f"--layer 16 --head 0 --dtype bfloat16, {run.wall:.0f} s; transformers "
+             f"dequantises the whole file (8.0e9 weights: ~32 GB in float32, ~16 GB in "
+             f"bfloat16): not run on this {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GB machine",
+             gb <= GGUF_RSS_GB)
+    finally:
+        big.unlink(missing_ok=True)
+
+
 def growth(inp: Inputs, sizes: list[int], repeats: dict[int, int]) -> None:
     print(f"growth: attn inspect --file F --json --layer 0 --head 0 (default model: 2 layers x "
           f"4 heads, d_model 64); JSON to a file", flush=True)
@@ -532,6 +588,9 @@ def main() -> int:
                    help="only the real-size targets: GPT-2-small- and Llama-shaped checkpoints, "
                         "every head of 1,000 tokens and load + one token (the default run ends "
                         "with them; --quick runs them at tiny sizes)")
+    p.add_argument("--gguf", action="store_true",
+                   help="only the GGUF targets: a 135M Q4_1 file against the same folder, and "
+                        "an 8B-shaped Q4_0 file's peak memory (writes ~4.7 GB, deleted after)")
     p.add_argument("--train", action="store_true",
                    help="only the `attn train` target (the default run and --quick include it)")
     args = p.parse_args()
@@ -574,9 +633,11 @@ def main() -> int:
         train_step = ("train", lambda: target_train(inp, heavy, args.quick))
         real_steps = [(f"{family} real size", lambda family=family: target_real(
             inp, family, heavy, args.quick)) for family in REAL_SIZES]
-        if args.generate or args.real_size or args.train:
+        gguf_step = ("gguf", lambda: target_gguf(inp, heavy, args.quick))
+        if args.generate or args.real_size or args.train or args.gguf:
             steps = ([generate_step] if args.generate else []) + \
-                (real_steps if args.real_size else []) + ([train_step] if args.train else [])
+                (real_steps if args.real_size else []) + ([train_step] if args.train else []) \
+                + ([gguf_step] if args.gguf else [])
         elif args.quick:
             steps += [*real_steps, train_step]
         else:

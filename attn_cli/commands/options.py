@@ -97,7 +97,8 @@ ModelPath = Annotated[Optional[str], _model(
     "--model", help="Real weights: a checkpoint folder (config.json, model.safetensors, the "
                     "tokenizer files) of gpt2, gpt_neo, gpt_neox, llama, mistral, qwen2, bert or "
                     "roberta, or a NAME[@REV] in the local Hugging Face cache (attn pull NAME "
-                    "puts it there). Never downloads.")]
+                    "puts it there), or a GGUF file (PATH.gguf, or ollama:NAME[:TAG] from the "
+                    "Ollama store) of llama, qwen2 or gpt2. Never downloads.")]
 
 
 Truncate = Annotated[bool, _input(

@@ -6,7 +6,10 @@
     seeded.py       the seeded model
     folders.py      where a checkpoint is, its config.json and tokenizer (no torch)
     weights.py      its weight files, read and checked tensor by tensor
-    checkpoint.py   a Hugging Face folder -> (Transformer, tokenizer), via families/
+    assemble.py     weights -> the one Transformer, whole or streamed a block at a time
+    checkpoint.py   a Hugging Face folder (or GGUF file) -> (Transformer, tokenizer)
+    gguf_file.py    a GGUF file or ollama:NAME found, its header read (no torch)
+    gguf.py         a GGUF file's metadata and tensors through families/ and assemble.py
 
 The names below are imported when first used, so that `attn_cli.models.folders` (and
 `attn tokens --model`) never import torch.

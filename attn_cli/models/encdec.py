@@ -238,6 +238,10 @@ def load(spec: str, device: str = "cpu", dtype: str | None = None):
     from attn_cli.models.weights import _strip
 
     folder = checkpoint.resolve(spec)
+    if folder.is_file():  # a GGUF file: llama, qwen2 and gpt2 are single stacks
+        raise ModelLoadError(
+            f"{spec} is a GGUF file, a single-stack model: attn cross needs an encoder–decoder "
+            f"({', '.join(bart.NAMES)}) folder; look at this one with attn inspect --model {spec}")
     where = folder / "config.json"
     hf = checkpoint.read_config(folder)
     model_type = hf.get("model_type", "gpt2")

@@ -1,5 +1,6 @@
-"""Where a checkpoint is, without torch: a folder, a sentence-transformers folder's model, or a
-name in the local Hugging Face cache; its config.json, read with limits; its tokenizer.
+"""Where a checkpoint is, without torch: a folder, a sentence-transformers folder's model, a
+name in the local Hugging Face cache, or a GGUF file (gguf_file.py); its config.json, read with
+limits; its tokenizer.
 
 `attn tokens --model M` runs on this module alone, so it never imports torch; checkpoint.py
 builds the model from what it finds.
@@ -124,16 +125,22 @@ def split_revision(spec: str) -> tuple[str, str | None]:
 
 def resolve(spec: str) -> Path:
     """A folder path as given, or a hub name (`NAME` or `NAME@REVISION`) found in the local
-    Hugging Face cache."""
+    Hugging Face cache; or a GGUF file (`PATH.gguf`, `ollama:NAME[:TAG]`)."""
     if not spec.strip():
         raise ModelLoadError("--model is empty: pass a checkpoint folder or a name such as gpt2")
+    from attn_cli.models import gguf_file
+
+    found = gguf_file.locate(spec)  # PATH.gguf, or ollama:NAME[:TAG]: a file (models/gguf.py)
+    if found is not None:
+        return found
     path = Path(spec).expanduser()
     if path.is_dir():
         return model_folder(path)
     if path.exists():
         raise ModelLoadError(
-            f"--model {spec} is a file, not a folder: pass the checkpoint folder that holds "
-            f"config.json, the weights, vocab.json and merges.txt ({path.parent})"
+            f"--model {spec} is a file, not a folder or a GGUF file: pass the checkpoint "
+            f"folder that holds config.json, the weights, vocab.json and merges.txt "
+            f"({path.parent}), or a .gguf file"
         )
     name, revision = spec, None
     if _REPO_NAME.match(spec.partition("@")[0]):
@@ -255,6 +262,11 @@ def load_tokenizer(folder: Path, family=None):
     vocabulary in config.json). Its problems are the checkpoint's problems."""
     from attn_cli.tokenizers import hf as hf_tokenizer
 
+    if folder.is_file():  # a GGUF file (resolve found one): the vocabulary in its metadata
+        from attn_cli.models.gguf_file import GGUFFile
+        from attn_cli.tokenizers import gguf
+
+        return gguf.load(GGUFFile(folder))
     if hasattr(family, "tokenizer"):
         return family.tokenizer(HFConfig(read_config(folder), folder / "config.json"))
     if family is None and read_config(folder).get("model_type") == "attn":

@@ -7,6 +7,7 @@
     hf_files.py      what its tokenizer files say,
     byte_level.py    byte-level BPE run in tiktoken,
     library.py       everything else, run by the `tokenizers` library (attn-cli[hf])
+    gguf.py        a GGUF file's vocabulary (tokenizer.ggml.*) as such a spec, run the same way
 
 `get_tokenizer(name)` wraps a tiktoken encoding in the `Tokenizer` interface; a checkpoint's
 own tokenizer (tokenizer.json, or vocab.json + merges.txt) comes from `hf.load` behind the same

@@ -1,6 +1,7 @@
 """A Hugging Face checkpoint's own tokenizer, behind `tokenizers.Tokenizer` (SPEC §2).
 
     load(folder) -> Tokenizer
+    from_spec(spec, where, named) -> Tokenizer     a tokenizer.json-shaped dict (a GGUF's)
 
 Token ids equal transformers' `AutoTokenizer.from_pretrained(folder)(text)["input_ids"]`, the
 special tokens its post-processor adds (BOS, [CLS] … [SEP], <s> … </s>) included and marked
@@ -52,7 +53,7 @@ from attn_cli.tokenizers.library import EXTRA, LibraryTokenizer, _library
 from attn_cli.tokenizers.ranks import _read_json, _Unsupported, gpt2_ranks
 
 # the reader's API: load, and what a caller may check a result against
-__all__ = ["load", "ByteLevelBPE", "LibraryTokenizer", "AddedToken", "EXTRA", "gpt2_ranks"]
+__all__ = ["load", "from_spec", "ByteLevelBPE", "LibraryTokenizer", "AddedToken", "EXTRA", "gpt2_ranks"]
 
 
 def load(folder: Path) -> Tokenizer:
@@ -83,7 +84,19 @@ def load(folder: Path) -> Tokenizer:
             f"tokenizer there with transformers (AutoTokenizer…save_pretrained) or copy it from "
             f"the model it was trained with"
         )
-    _apply_config(spec, config, folder / source.split(" ")[0])
+    return _run(spec, config, source, fast, folder, folder / source.split(" ")[0])
+
+
+def from_spec(spec: dict, where: Path, named: dict[str, str]) -> Tokenizer:
+    """The tokenizer a tokenizer.json-shaped dict describes (a GGUF file's vocabulary builds
+    one: tokenizers/gguf.py), with `named` special tokens ("bos_token" -> its text) as
+    tokenizer_config.json would name them; `where` is the file it came from."""
+    return _run(spec, _Config(named=dict(named)), "tokenizer.json", None, where, where)
+
+
+def _run(spec: dict, config: _Config, source: str, fast, folder: Path, path: Path) -> Tokenizer:
+    """tiktoken when it can run the spec, else the `tokenizers` library."""
+    _apply_config(spec, config, path)
     try:
         return _byte_level(spec, config, source, fast, folder)
     except _Unsupported as why:

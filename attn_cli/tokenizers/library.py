@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+import orjson
 import regex
 
 from attn_cli.errors import EncodingError
@@ -42,7 +43,7 @@ def _library(spec: dict, config: _Config, source: str, why: _Unsupported,
         merges = model.get("merges") or _merges_txt(folder / "merges.txt")
         model["merges"] = [f"{a} {b}" for a, b in merges]
     try:
-        backend = tokenizers.Tokenizer.from_str(json.dumps(spec))
+        backend = tokenizers.Tokenizer.from_str(orjson.dumps(spec).decode("utf-8"))
     except Exception as exc:  # the library's own parse errors
         detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise EncodingError(

@@ -12,9 +12,10 @@ ModelConfig field that every family may use.
 
 from __future__ import annotations
 
+from attn_cli.errors import AttnError, ModelLoadError
 from attn_cli.models.families.hf_config import HFConfig, activation
 
-__all__ = ["HFConfig", "activation", "families", "supported"]
+__all__ = ["HFConfig", "activation", "configure", "families", "supported"]
 
 
 def families() -> dict:
@@ -32,3 +33,23 @@ def families() -> dict:
 
 def supported() -> list[str]:
     return sorted(families())
+
+
+def configure(hf: dict, where):
+    """(ModelConfig, family module) for a config.json dict read from `where` (a folder's
+    config.json, or the one a GGUF file's metadata describes): one ModelLoadError line for a
+    model_type attn does not read or a config it cannot build."""
+    model_type = hf.get("model_type", "gpt2")  # old GPT-2 configs carry no model_type
+    family = families().get(model_type)
+    if family is None:
+        shown = repr(model_type)[:80]
+        raise ModelLoadError(
+            f"{where} says model_type {shown}; attn reads GPT-2 and these other families: "
+            f"{', '.join(supported())}"
+        )
+    try:
+        return family.config(HFConfig(hf, where)), family
+    except ModelLoadError:
+        raise
+    except AttnError as exc:
+        raise ModelLoadError(f"{where} describes a model attn cannot build: {exc}") from None
