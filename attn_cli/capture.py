@@ -7,6 +7,7 @@ out of the forward pass.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -107,6 +108,10 @@ def stream(model, text: str, encoding: str, tokens: list[Token],
     budget.check_run(cfg, len(tokens), kept, stages, model.block_source is not None)
     cap = Capture(text=text, encoding=encoding, tokens=tokens, config=cfg, heads=[],
                   hidden=[], embeddings=None)
+    # What is alive now (the imports, the model) lives until the command ends: the cyclic
+    # collector need not walk it again at each full collection while the layers are made
+    # and written (for every head of a real-size model, that was over a second).
+    gc.freeze()
 
     def layers() -> Iterator[list[HeadCapture]]:
         x = None

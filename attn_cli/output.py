@@ -92,44 +92,60 @@ def dumps(doc) -> bytes:
     return b"".join(_chunks(doc))
 
 
-def float_texts(values) -> list[bytes]:
-    """Each value of a 1-D float32 NumPy array as dumps writes it: one call for them all."""
-    if not len(values):
-        return []
-    return _dumps(values)[1:-1].split(b",")
+class Texts:
+    """Byte strings laid end to end in one NumPy uint8 buffer: item i is
+    buf[start[i]:start[i] + length[i]]. What `joined` picks from, in any order, without a
+    Python loop over the items."""
+
+    def __init__(self, buf, start, length) -> None:
+        self.buf, self.start, self.length = buf, start, length
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    @classmethod
+    def of(cls, items: list[bytes]) -> "Texts":
+        import numpy as np
+
+        length = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+        return cls(np.frombuffer(b"".join(items), dtype=np.uint8),
+                   np.cumsum(length) - length, length)
+
+    @classmethod
+    def concat(cls, *parts: "Texts") -> tuple["Texts", list[int]]:
+        """One table of all the parts' items, and where each part's items begin in it."""
+        import numpy as np
+
+        firsts = np.cumsum([0] + [len(p) for p in parts])[:-1].tolist()
+        at = np.cumsum([0] + [len(p.buf) for p in parts])[:-1]
+        return cls(np.concatenate([p.buf for p in parts]),
+                   np.concatenate([p.start + a for p, a in zip(parts, at)]),
+                   np.concatenate([p.length for p in parts])), firsts
 
 
-def zero_above_diagonal(stack) -> list[bool]:
-    """For each (T, T) float32 matrix of a (n, T, T) stack: is every entry above the diagonal
-    exactly +0.0 (bits, not values: −0.0 would print as -0.0)? What causal_matrix needs to
-    know, found with one masked pass per matrix instead of a check per row."""
+def float_texts(values) -> Texts:
+    """Each value of a 1-D float32 NumPy array as dumps writes it (one orjson call for them
+    all; a value's text never holds a comma, so the commas split them)."""
     import numpy as np
 
-    n, T = stack.shape[0], stack.shape[-1]
-    if stack.dtype != np.float32 or stack.shape[1:] != (T, T) or T < 2:
-        return [False] * n
-    above = np.triu(np.full((T, T), 0xFFFFFFFF, dtype=np.uint32), 1)
-    scratch = np.empty((T, T), dtype=np.uint32)
-    return [not np.bitwise_and(m.view(np.uint32), above, out=scratch).any() for m in stack]
+    if not len(values):
+        return Texts(np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    buf = np.frombuffer(_dumps(values), dtype=np.uint8)[1:-1]  # without [ and ]
+    commas = np.flatnonzero(buf == ord(","))
+    start = np.concatenate(([0], commas + 1))
+    return Texts(buf, start, np.concatenate((commas, [len(buf)])) - start)
 
 
-def causal_matrix(weights, zero_above: bool | None = None):
-    """A (T, T) float32 matrix as dumps writes it, as an orjson.Fragment, when its upper
-    triangle is exact +0.0 (a causal head): row i's first i+1 values are formatted and the
-    rest is a copied run of ",0.0" (the same bytes as formatting each zero), joined in one
-    copy. Any other matrix is returned as it is, for dumps to format. zero_above: what
-    zero_above_diagonal found for it (None: find out here)."""
-    T = weights.shape[0]
-    if zero_above is None:
-        zero_above = zero_above_diagonal(weights[None])[0]
-    if not zero_above:
-        return weights
-    zeros = memoryview(b",0.0" * (T - 1))
-    parts = [b"["]
-    for i in range(T):
-        parts += (memoryview(_dumps(weights[i, :i + 1]))[:-1], zeros[:4 * (T - 1 - i)], b"],")
-    parts[-1] = b"]]"
-    return orjson.Fragment(b"".join(parts))
+def joined(table: Texts, ids):
+    """The items ids[0], ids[1], … of `table` laid end to end: (uint8 array, the end of each
+    one in it). Made with NumPy (no Python loop, and without the GIL most of the time)."""
+    import numpy as np
+
+    length = table.length[ids]
+    ends = np.cumsum(length)
+    source = np.repeat(table.start[ids] - (ends - length), length)
+    source += np.arange(len(source))
+    return table.buf[source], ends
 
 
 # ---------------------------------------------------------------- standard output
