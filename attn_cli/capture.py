@@ -127,7 +127,7 @@ def stream(model, text: str, encoding: str, tokens: list[Token],
                 yield captured
         cap.embeddings = _np32(model.final(x))
 
-    cap.pending = layers() if ahead == 0 else _threaded(layers(), ahead)
+    cap.pending = layers() if ahead == 0 or len(keep) < 2 else _threaded(layers(), ahead)
     return cap
 
 

@@ -31,17 +31,6 @@ _JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
 STDOUT = "standard output"
 
 
-def _contiguous(obj):
-    """orjson's fallback: NumPy views that are not C-contiguous, and NumPy scalars."""
-    import numpy as np
-
-    if isinstance(obj, np.ndarray):
-        return np.ascontiguousarray(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"cannot serialise {type(obj).__name__}")
-
-
 def _dumps(obj) -> bytes:
     return orjson.dumps(obj, default=_contiguous, option=_JSON_OPTS)
 
@@ -63,8 +52,63 @@ class Later:
         self.make = make
 
 
+class Rows:
+    """A 2-D NumPy array in a JSON document (the same bytes as the array itself), which
+    write_json and write_ndjson write a block of rows at a time where it is a field of a
+    Stream item or record: its whole text (130 MB for a 4,096-token matrix) is never made at
+    once, and the GIL is let go between blocks."""
+
+    def __init__(self, array) -> None:
+        self.array = array
+
+
+_BLOCK_VALUES = 1 << 16  # values per block of rows (about 0.8 MB of text)
+
+
+def _contiguous(obj):
+    """orjson's fallback: Rows, NumPy views that are not C-contiguous, and NumPy scalars."""
+    import numpy as np
+
+    if isinstance(obj, Rows):
+        return np.ascontiguousarray(obj.array)
+    if isinstance(obj, np.ndarray):
+        return np.ascontiguousarray(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def _rows(array) -> Iterator[bytes]:
+    """The text of a 2-D array, a block of rows at a time."""
+    step = max(1, _BLOCK_VALUES // max(1, array.shape[-1]))
+    opening = b"["
+    for start in range(0, len(array), step):
+        yield opening
+        yield memoryview(_dumps(array[start:start + step]))[1:-1]  # "[r],[r]" of "[[r],[r]]"
+        opening = b","
+    yield b"[]" if opening == b"[" else b"]"
+
+
+def _pieces(value) -> Iterator[bytes]:
+    """The bytes of _dumps(value) in pieces: a dict with a Rows field is written field by
+    field, the Rows a block at a time; anything else in one piece."""
+    if not isinstance(value, dict) or not any(isinstance(v, Rows) for v in value.values()):
+        yield _dumps(value)
+        return
+    sep = b"{"
+    for key, field in value.items():
+        yield sep + _dumps(key) + b":"
+        sep = b","
+        if isinstance(field, Rows):
+            yield from _rows(field.array)
+        else:
+            yield _dumps(field)
+    yield b"}"
+
+
 def _chunks(doc) -> Iterator[bytes]:
-    """The bytes of dumps(doc), in pieces: one per Stream item, one per other top-level field."""
+    """The bytes of dumps(doc), in pieces: one per top-level field, and each Stream item in
+    _pieces."""
     if not isinstance(doc, dict) or not any(isinstance(v, (Stream, Later))
                                             for v in doc.values()):
         yield _dumps(doc) + b"\n"
@@ -77,7 +121,7 @@ def _chunks(doc) -> Iterator[bytes]:
             opening = b"["
             for item in value.items:
                 yield opening
-                yield _dumps(item)  # not joined to the comma: a record can be megabytes
+                yield from _pieces(item)  # not joined to the comma: a record can be megabytes
                 opening = b","
             yield b"[]" if opening == b"[" else b"]"
         elif isinstance(value, Later):
@@ -217,7 +261,9 @@ def write_ndjson(header: dict, records: Iterable[dict]) -> None:
         out = sys.stdout.buffer
         out.write(dumps(header))
         for record in records:
-            out.write(dumps(record))
+            for piece in _pieces(record):
+                out.write(piece)
+            out.write(b"\n")
         out.flush()
 
 

@@ -755,7 +755,7 @@ def attention_records(cap: Capture, top_k: int) -> Iterator[dict]:
     entropy and top-k for all the heads of a layer at once, each head's top list already JSON
     (orjson.Fragment). The next layer's entropy, top-k and top lists (NumPy, which releases
     the GIL) are made on a second thread while this layer's records are written."""
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     prefixes = _key_prefixes(cap.tokens)
     layers = cap.pending if cap.pending is not None else \
@@ -768,12 +768,25 @@ def attention_records(cap: Capture, top_k: int) -> Iterator[dict]:
                                              cap.window(group[0].layer))
         return ent, _top_json(prefixes, keys, values)
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        for group, pending in _one_ahead(layers, lambda g: pool.submit(analyse, g)):
+    pool: list[ThreadPoolExecutor] = []
+
+    def start(group: list[HeadCapture]) -> Future:
+        if not pool:  # the first layer: there is nothing to write while it is analysed
+            pool.append(ThreadPoolExecutor(max_workers=1))
+            done = Future()
+            done.set_result(analyse(group))
+            return done
+        return pool[0].submit(analyse, group)
+
+    try:
+        for group, pending in _one_ahead(layers, start):
             ent, tops = pending.result()
             for i, h in enumerate(group):
-                yield {"layer": h.layer, "head": h.head, "weights": h.weights,
+                yield {"layer": h.layer, "head": h.head, "weights": output.Rows(h.weights),
                        "entropy": None if ent is None else ent[i], "top": tops[i]}
+    finally:
+        for executor in pool:
+            executor.shutdown(wait=True)
 
 
 def _one_ahead(items: Iterable, start) -> Iterator[tuple]:
