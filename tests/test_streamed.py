@@ -170,7 +170,7 @@ def test_an_error_on_the_forward_thread_is_raised_to_the_reader():
         yield [1]
         raise ValueError("block 1 failed")
 
-    got = capture._threaded(layers(), 2)
+    got, _ = capture._threaded(layers(), 2)
     assert next(got) == [1]
     with pytest.raises(ValueError, match="block 1 failed"):
         next(got)

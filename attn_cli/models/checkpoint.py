@@ -51,8 +51,9 @@ def load(spec: str, device: str = "cpu", dtype: str | None = None, streamed: boo
     streamed (on the CPU; for a command that runs the model once): each block's weights are
     read from the file just before the block runs and let go after it, so the process holds
     one block's weights at a time besides the embeddings (mapped: only the rows of the tokens
-    read are ever in memory). Every tensor is still checked (names, shapes, finite values)
-    before anything runs.
+    read are ever in memory). Every tensor is still checked (names, shapes, finite values):
+    the blocks' values before the first block runs, or beside the forward pass where its
+    caller takes the check (Transformer.stream_blocks), before anything is shown.
     """
     folder = resolve(spec)
     cfg, family = model_config(folder)
@@ -69,11 +70,14 @@ def load(spec: str, device: str = "cpu", dtype: str | None = None, streamed: boo
     if streamed:
         block = _block_of(family)
         weights = Weights(source, family, cfg, only=lambda key: block(key) is None)
-        for key in source.shapes:  # the blocks' tensors are checked now, read later
-            if block(key) is not None:
+        blocks = [key for key in source.shapes if block(key) is not None]
+
+        def check() -> None:  # the blocks' values, read from the files in pieces
+            for key in blocks:
                 weights.check(key)
+
         model = build(cfg, family.convert(weights, cfg))
-        model.stream_blocks(lambda i: _block_tensors(source, family, cfg, block, i))
+        model.stream_blocks(lambda i: _block_tensors(source, family, cfg, block, i), check)
     else:
         model = build(cfg, family.convert(Weights(source, family, cfg), cfg))
         source.close()  # the tensors that are mapped keep their file mapped
