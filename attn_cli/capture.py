@@ -133,10 +133,12 @@ def stream(model, text: str, encoding: str, tokens: list[Token],
                 yield captured
         cap.embeddings = _np32(model.final(x))
 
-    if not threaded:
-        cap.pending = layers()  # a streamed model checks its blocks before the first is read
-        return cap
     check, model.unchecked = model.unchecked, None
+    if not threaded:
+        if check is not None:
+            check()
+        cap.pending = layers()
+        return cap
     cap.pending, halt = _threaded(layers(), ahead)
     if check is not None:
         try:
