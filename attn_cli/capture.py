@@ -190,6 +190,13 @@ def _threaded(items: Iterator, ahead: int) -> tuple[Iterator, Callable[[], None]
             made.put((_DONE, None))
         except BaseException as exc:  # noqa: BLE001 - handed to the reader
             made.put((None, exc))
+        finally:  # a generator stopped early is closed here, in the thread that ran it
+            close = getattr(items, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - it was stopped; nothing is lost
+                    pass
 
     maker = threading.Thread(target=make, name="attn-forward", daemon=True)
 
