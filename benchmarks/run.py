@@ -550,9 +550,9 @@ def main() -> int:
                    help="only the `attn generate` target (the default run ends with it; "
                         "--quick leaves it out unless this is given)")
     p.add_argument("--real-size", action="store_true",
-                   help="only the real-size targets: GPT-2-small- and Llama-shaped checkpoints, "
-                        "every head of 1,000 tokens and load + one token (the default run ends "
-                        "with them; --quick runs them at tiny sizes)")
+                   help="only the real-size targets: GPT-2-small- and SmolLM2-135M-shaped "
+                        "checkpoints, every head of 1,000 / 500 tokens and load + one token (the "
+                        "default run ends with them; --quick runs them at tiny sizes)")
     p.add_argument("--train", action="store_true",
                    help="only the `attn train` target (the default run and --quick include it)")
     args = p.parse_args()
