@@ -90,16 +90,28 @@ def _rows(array) -> Iterator[bytes]:
 
 
 def _pieces(value) -> Iterator[bytes]:
-    """The bytes of _dumps(value) in pieces: a dict with a Rows field is written field by
-    field, the Rows a block at a time; anything else in one piece."""
-    if not isinstance(value, dict) or not any(isinstance(v, Rows) for v in value.values()):
+    """The bytes of _dumps(value) in pieces. A dict with a Stream, Later or Rows field is
+    written field by field: a Stream item by item (each in pieces: a record can be
+    megabytes), a Later when its turn comes, a Rows a block of rows at a time. Anything else
+    is one piece."""
+    if not isinstance(value, dict) or not any(isinstance(v, (Stream, Later, Rows))
+                                              for v in value.values()):
         yield _dumps(value)
         return
     sep = b"{"
     for key, field in value.items():
         yield sep + _dumps(key) + b":"
         sep = b","
-        if isinstance(field, Rows):
+        if isinstance(field, Stream):
+            opening = b"["
+            for item in field.items:
+                yield opening
+                yield from _pieces(item)
+                opening = b","
+            yield b"[]" if opening == b"[" else b"]"
+        elif isinstance(field, Later):
+            yield _dumps(field.make())
+        elif isinstance(field, Rows):
             yield from _rows(field.array)
         else:
             yield _dumps(field)
@@ -107,28 +119,9 @@ def _pieces(value) -> Iterator[bytes]:
 
 
 def _chunks(doc) -> Iterator[bytes]:
-    """The bytes of dumps(doc), in pieces: one per top-level field, and each Stream item in
-    _pieces."""
-    if not isinstance(doc, dict) or not any(isinstance(v, (Stream, Later))
-                                            for v in doc.values()):
-        yield _dumps(doc) + b"\n"
-        return
-    sep = b"{"
-    for key, value in doc.items():
-        yield sep + _dumps(key) + b":"
-        sep = b","
-        if isinstance(value, Stream):
-            opening = b"["
-            for item in value.items:
-                yield opening
-                yield from _pieces(item)  # not joined to the comma: a record can be megabytes
-                opening = b","
-            yield b"[]" if opening == b"[" else b"]"
-        elif isinstance(value, Later):
-            yield _dumps(value.make())
-        else:
-            yield _dumps(value)
-    yield b"}\n"
+    """The bytes of dumps(doc), in pieces (_pieces), then the newline."""
+    yield from _pieces(doc)
+    yield b"\n"
 
 
 def dumps(doc) -> bytes:
