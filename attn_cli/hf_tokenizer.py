@@ -56,7 +56,7 @@ import tiktoken
 from attn_cli.errors import EncodingError
 from attn_cli.tokenize import Token, Tokenizer, get_encoding
 
-EXTRA = "pip install 'attn-cli[hf]'"
+EXTRA = "pip install 'attn-cli[hf]' (installed with pipx: pipx inject attn-cli tokenizers)"
 
 # The sha256 that tiktoken pins for GPT-2's encoder.json / vocab.bpe: a Hugging Face GPT-2
 # folder's vocab.json and merges.txt are byte-identical to them, and then the bundled gpt2 ranks
@@ -240,6 +240,10 @@ def load(folder: Path) -> Tokenizer:
         if not isinstance(spec, dict) or not isinstance(spec.get("model"), dict):
             raise EncodingError(f"{folder / source} has no tokenizer model: download or save "
                                 f"the tokenizer again")
+        # A saved padding or truncation setting (sentence-transformers files carry Fixed 128)
+        # is ignored, as AutoTokenizer ignores it: attn never pads, and never cuts text
+        # silently (too long for the positions is an error, or --truncate).
+        spec["padding"] = spec["truncation"] = None
     elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
         source = "vocab.json + merges.txt"
         spec, fast = _spec_from_pair(folder, config)

@@ -13,7 +13,7 @@ what `checkpoint.load` reads:
                                 safetensors. Never TF, Flax, ONNX or a .bin beside safetensors.
 
 Files land as huggingface_hub lays them out (blobs/, snapshots/COMMIT/, refs/), in the cache
-`checkpoint.hub_cache_dir()` reads, so the two always agree. A file is moved into place only
+`folders.hub_cache_dir()` reads, so the two always agree. A file is moved into place only
 when complete; refs/REVISION is written only when every file is; and `checkpoint.resolve`
 never uses a snapshot without config.json, its weights and every shard its index names. A pull that stops half-way thus
 leaves nothing `--model NAME` would trust, and the next pull fetches only what is missing.
@@ -124,11 +124,11 @@ def shards(index: Path, files: list[str], name: str) -> list[str]:
 def check_family(config: Path, name: str) -> None:
     """Stop before the weights if config.json names a family attn cannot read."""
     from attn_cli.errors import ModelLoadError
-    from attn_cli.models import checkpoint
+    from attn_cli.models import folders
     from attn_cli.models.families import families, supported
 
     try:
-        hf = checkpoint.read_config(config.parent)
+        hf = folders.read_config(config.parent)
     except ModelLoadError as exc:
         raise PullError(f"{name}: {exc}") from None
     model_type = hf.get("model_type", "gpt2")
@@ -141,7 +141,7 @@ def check_family(config: Path, name: str) -> None:
 
 def pull(spec: str, revision: str | None = None) -> Result:
     """Download what `--model spec` needs. `spec` is NAME or NAME@REVISION."""
-    from attn_cli.models import checkpoint
+    from attn_cli.models import folders
 
     name, revision = _name_and_revision(spec, revision)
     if offline():
@@ -149,7 +149,7 @@ def pull(spec: str, revision: str | None = None) -> Result:
                         f"downloads: unset it for this command (no other attn command uses "
                         f"the network)")
     require()
-    cache = checkpoint.hub_cache_dir()
+    cache = folders.hub_cache_dir()
     try:
         return _download(name, revision, cache)
     except AttnError:
@@ -163,7 +163,7 @@ def pull(spec: str, revision: str | None = None) -> Result:
 
 def _name_and_revision(spec: str, revision: str | None) -> tuple[str, str]:
     from attn_cli.errors import ModelLoadError
-    from attn_cli.models import checkpoint
+    from attn_cli.models import folders
 
     if not spec.strip():
         raise PullError("attn pull needs a model name, such as EleutherAI/pythia-70m")
@@ -171,14 +171,14 @@ def _name_and_revision(spec: str, revision: str | None) -> tuple[str, str]:
         raise PullError(f"{spec} is a folder on this machine: nothing to pull; use it as it is "
                         f"with --model {spec}")
     try:
-        name, at = checkpoint.split_revision(spec)
+        name, at = folders.split_revision(spec)
         if revision is not None:
-            checkpoint.split_revision(f"{name}@{revision}")
+            folders.split_revision(f"{name}@{revision}")
     except ModelLoadError as exc:
         raise PullError(str(exc)) from None
     if at is not None and revision is not None and at != revision:
         raise PullError(f"{spec} and --revision {revision} name two revisions: give one")
-    if not checkpoint._REPO_NAME.match(name) or name.endswith((".", "-")) or ".." in name \
+    if not folders._REPO_NAME.match(name) or name.endswith((".", "-")) or ".." in name \
             or "--" in name or len(name) > 96:
         raise PullError(f"{spec[:100]!r} is not a Hugging Face model name: use OWNER/NAME as on "
                         f"its page, e.g. EleutherAI/pythia-70m (or gpt2)")
@@ -190,7 +190,7 @@ def _download(name: str, revision: str, cache: Path) -> Result:
     from huggingface_hub import HfApi
     from huggingface_hub import errors as hub_errors
 
-    from attn_cli.models import checkpoint
+    from attn_cli.models import folders
 
     url, token = endpoint(), os.environ.get("HF_TOKEN") or None
     try:
@@ -202,7 +202,7 @@ def _download(name: str, revision: str, cache: Path) -> Result:
         raise PullError(f"{url} did not answer like a Hugging Face hub (its repo listing is "
                         f"not the hub's JSON): check HF_ENDPOINT and any proxy") from None
     commit = info.sha or ""
-    if not checkpoint._COMMIT.match(commit):
+    if not folders._COMMIT.match(commit):
         raise PullError(f"{url} answered for {name} without a commit id: HF_ENDPOINT does not "
                         f"look like a Hugging Face hub")
     files = [s.rfilename for s in (info.siblings or [])]

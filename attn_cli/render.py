@@ -921,10 +921,23 @@ def model_view(doc: dict) -> Group:
     shapes.add_column("name")
     shapes.add_column("shape", justify="right")
     shapes.add_column("count", justify="right")
+    stored = "dtype" in doc["weights"][0]  # a checkpoint's tensors, under its own names
+    if stored:
+        shapes.add_column("stored")
+        shapes.add_column("")
+    unused = 0
     for w in doc["weights"]:
-        shapes.add_row(safe.terminal(w["name"]), " × ".join(map(str, w["shape"])),
-                       f"{math.prod(w['shape']):,}")
-    return Group(Text("attn model", style="bold"), info, Text(), shapes)
+        row = [safe.terminal(w["name"]), " × ".join(map(str, w["shape"])),
+               f"{math.prod(w['shape']):,}"]
+        if stored:
+            row += [w["dtype"], "" if w["used"] else "not used"]
+            unused += not w["used"]
+        shapes.add_row(*row)
+    parts = [Text("attn model", style="bold"), info, Text(), shapes]
+    if unused:
+        parts.append(Text(f"{plural(unused, 'tensor')} not used: attn shows the base model's "
+                          f"attention, not a task head, pooler or classifier"))
+    return Group(*parts)
 
 
 def layer_means(cap: Capture) -> list[np.ndarray]:

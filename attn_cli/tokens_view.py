@@ -18,8 +18,12 @@ def tokens_table(tokens: list[Token]) -> Table:
     table.add_column("id", justify="right")
     table.add_column("token", no_wrap=True)
     table.add_column("bytes", justify="right")
+    specials = any(t.special for t in tokens)
+    if specials:  # BOS, [CLS], [SEP]…: added by the tokenizer, not found in the text
+        table.add_column("special")
     for t in tokens:
-        table.add_row(str(t.index), str(t.id), safe.terminal(t.display), str(len(t.raw)))
+        row = [str(t.index), str(t.id), safe.terminal(t.display), str(len(t.raw))]
+        table.add_row(*row, *(["special" if t.special else ""] if specials else []))
     return table
 
 

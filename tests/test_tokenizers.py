@@ -501,7 +501,8 @@ def test_without_the_extra_one_line_names_it(folders):
                           cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == (f"the tokenizer in {folders['bert']} (WordPiece) needs the optional "
-                           f"extra: pip install 'attn-cli[hf]'\n")
+                           f"extra: pip install 'attn-cli[hf]' (installed with pipx: pipx inject "
+                           f"attn-cli tokenizers)\n")
 
 
 def test_what_tiktoken_cannot_order_goes_to_the_library(folders, reference, tmp_path):

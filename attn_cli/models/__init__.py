@@ -4,27 +4,43 @@
     attention.py    attend (the only attention), masks, rotary positions
     transformer.py  Block and Transformer, configured by ModelConfig
     seeded.py       the seeded model
+    folders.py      where a checkpoint is, its config.json and tokenizer (no torch)
     checkpoint.py   a Hugging Face folder -> (Transformer, tokenizer), via families/
+
+The names below are imported when first used, so that `attn_cli.models.folders` (and
+`attn tokens --model`) never import torch.
 """
 
-import gc
+import importlib
+import sys
+import types
 
-# Importing torch makes ~170,000 objects that live as long as the process; the cyclic
-# collector would walk them all at three full collections on the way (0.2-0.4 s of a
-# command's start). They are plain modules and functions, not garbage: collect nothing
-# while they are made.
-_collecting = gc.isenabled()
-gc.disable()
-try:
-    from attn_cli.models.attention import STAGES, attend, visible
-    from attn_cli.models.config import MAX_SEED, ModelConfig
-    from attn_cli.models.seeded import seeded, seeded_token_embeddings
-    from attn_cli.models.transformer import (EXPLICIT_UP_TO, Block, Forward, Transformer,
-                                             describe, parameter_count, sinusoidal_positions)
-finally:
-    if _collecting:
-        gc.enable()
+_WHERE = {
+    "STAGES": "attention", "attend": "attention", "visible": "attention",
+    "MAX_SEED": "config", "ModelConfig": "config",
+    "seeded": "seeded", "seeded_token_embeddings": "seeded",
+    "EXPLICIT_UP_TO": "transformer", "Block": "transformer", "Forward": "transformer",
+    "Transformer": "transformer", "describe": "transformer", "parameter_count": "transformer",
+    "sinusoidal_positions": "transformer",
+}
 
-__all__ = ["STAGES", "attend", "visible", "MAX_SEED", "ModelConfig", "seeded",
-           "seeded_token_embeddings", "EXPLICIT_UP_TO", "Block", "Forward", "Transformer",
-           "describe", "parameter_count", "sinusoidal_positions"]
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+
+
+class _Package(types.ModuleType):
+    """`models.seeded` is the function, as when this file imported it eagerly: importing the
+    submodule seeded.py would otherwise bind the module over that name."""
+
+    def __setattr__(self, name, value):
+        if name in _WHERE and isinstance(value, types.ModuleType):
+            return  # the submodule stays reachable as sys.modules["attn_cli.models.seeded"]
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -34,11 +34,10 @@ from attn_cli.models import transformer
 from attn_cli.models.config import DTYPES, ModelConfig
 from attn_cli.models.families import HFConfig, families, supported
 
-SAFETENSORS = "model.safetensors"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-PYTORCH_BIN = "pytorch_model.bin"
-CONFIG_LIMIT = 4 * 2**20  # bytes: real config.json files are a few kB
-CONFIG_DEPTH = 64  # nesting: real config.json files are 3 or 4 deep
+from attn_cli.models.folders import (  # noqa: F401  (where a checkpoint is: torch-free)
+    _ALIASES, CONFIG_DEPTH, CONFIG_LIMIT, PYTORCH_BIN, SAFETENSORS, SAFETENSORS_INDEX,
+    TOKENIZER_FILES, _missing, _snapshot, hub_cache_dir, load_tokenizer, read_config, resolve,
+    split_revision)
 
 
 def load(spec: str, device: str = "cpu", dtype: str | None = None, streamed: bool = False):
@@ -82,6 +81,7 @@ def load(spec: str, device: str = "cpu", dtype: str | None = None, streamed: boo
         model = build(cfg, family.convert(Weights(source, family, cfg), cfg))
         source.close()  # the tensors that are mapped keep their file mapped
         model = model.to(device)
+    model.stored_weights = source.listing()  # attn model shows the checkpoint's own names
     vocab = cfg.vocab_size
     if tokenizer.max_token_value >= vocab:
         raise ModelLoadError(
@@ -131,204 +131,6 @@ def _block_tensors(files: "WeightFiles", family, cfg: ModelConfig, block, i: int
             if name.startswith(prefix)}
 
 
-# Hub names that moved under an organisation; the cache may hold either spelling.
-_ALIASES = {
-    "gpt2": "openai-community/gpt2",
-    "gpt2-medium": "openai-community/gpt2-medium",
-    "gpt2-large": "openai-community/gpt2-large",
-    "gpt2-xl": "openai-community/gpt2-xl",
-    "distilgpt2": "distilbert/distilgpt2",
-}
-_REPO_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_REVISION = re.compile(r"^[\w.-]+(/[\w.-]+)*$")  # a branch, tag or commit: main, v1.0, refs/pr/1
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
-
-
-# --- where the checkpoint is ------------------------------------------------------------------
-
-def hub_cache_dir() -> Path:
-    """The Hugging Face hub cache, as huggingface_hub finds it."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return Path(os.environ[var]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "huggingface" / "hub"
-
-
-def _repo_ids(name: str) -> list[str]:
-    """The hub repo ids a name may be cached under: `gpt2` is also `openai-community/gpt2`."""
-    ids = [name]
-    if name in _ALIASES:
-        ids.append(_ALIASES[name])
-    ids += [bare for bare, full in _ALIASES.items() if full == name]
-    return ids
-
-
-def _snapshot(repo: Path, revision: str | None = None) -> tuple[Path | None, tuple | None]:
-    """(the snapshot to use, None), or (None, (an incomplete snapshot, what it lacks) or None).
-
-    With a revision: the snapshot of that commit, or the one refs/REVISION points at. Without:
-    the one refs/main points at, else the newest. A snapshot that lacks config.json or its
-    weights (a download that stopped half-way) is never used.
-    """
-    snapshots = repo / "snapshots"
-    candidates = []
-    if revision is not None and _COMMIT.match(revision):
-        candidates.append(snapshots / revision)
-    else:
-        ref = repo / "refs" / (revision or "main")
-        if ref.is_file():
-            commit = ref.read_text(encoding="utf-8", errors="replace").strip()
-            if commit:
-                candidates.append(snapshots / commit)
-        if revision is None and snapshots.is_dir():
-            found = [p for p in snapshots.iterdir() if p.is_dir()]
-            candidates += sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
-    incomplete = None
-    for snapshot in candidates:
-        if not snapshot.is_dir():
-            continue
-        missing = _missing(snapshot)
-        if missing is None:
-            return snapshot, None
-        incomplete = incomplete or (snapshot, missing)
-    return None, incomplete
-
-
-def _missing(folder: Path) -> str | None:
-    """What a cached snapshot lacks before it can be loaded: config.json, the weights, or a
-    shard its index names (None if nothing). `attn pull` fetches config.json first and the
-    weights last, so a pull that stopped half-way leaves a snapshot that this refuses."""
-    if not (folder / "config.json").is_file():
-        return "config.json"
-    if (folder / SAFETENSORS).is_file() or (folder / PYTORCH_BIN).is_file():
-        return None
-    index = folder / SAFETENSORS_INDEX
-    if not index.is_file():
-        return f"{SAFETENSORS} or {PYTORCH_BIN}"
-    try:
-        shards = json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()
-    except Exception:  # WeightFiles says what is wrong with the index
-        return None
-    for shard in sorted({s for s in shards if isinstance(s, str)}):
-        if not (folder / shard).is_file():
-            return shard
-    return None
-
-
-def split_revision(spec: str) -> tuple[str, str | None]:
-    """`NAME@REVISION` -> (NAME, REVISION); `NAME` -> (NAME, None)."""
-    name, at, revision = spec.partition("@")
-    if not at:
-        return spec, None
-    if not _REVISION.match(revision) or any(p in (".", "..") for p in revision.split("/")):
-        raise ModelLoadError(
-            f"{spec!r} names the revision {revision!r}, which is not a branch, tag or commit: "
-            f"use NAME@main, NAME@v1.0 or NAME@<40-hex commit>")
-    return name, revision
-
-
-def resolve(spec: str) -> Path:
-    """A folder path as given, or a hub name (`NAME` or `NAME@REVISION`) found in the local
-    Hugging Face cache."""
-    if not spec.strip():
-        raise ModelLoadError("--model is empty: pass a checkpoint folder or a name such as gpt2")
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise ModelLoadError(
-            f"--model {spec} is a file, not a folder: pass the checkpoint folder that holds "
-            f"config.json, the weights, vocab.json and merges.txt ({path.parent})"
-        )
-    name, revision = spec, None
-    if _REPO_NAME.match(spec.partition("@")[0]):
-        name, revision = split_revision(spec)
-    if not _REPO_NAME.match(name):
-        raise ModelLoadError(
-            f"model folder {spec} does not exist: pass a folder with config.json, "
-            f"model.safetensors, vocab.json and merges.txt, or a name such as gpt2 that is "
-            f"in the local Hugging Face cache"
-        )
-    cache = hub_cache_dir()
-    looked, incomplete = [], None
-    for repo_id in _repo_ids(name):
-        repo = cache / ("models--" + repo_id.replace("/", "--"))
-        looked.append(str(repo))
-        snapshot, partial = _snapshot(repo, revision)
-        if snapshot is not None:
-            return snapshot
-        incomplete = incomplete or partial
-    pull = f"attn pull {name}" + (f" --revision {revision}" if revision else "")
-    if incomplete is not None:
-        folder, missing = incomplete
-        raise ModelLoadError(
-            f"the cached copy of {spec} in {folder} is incomplete (no {missing}): a download "
-            f"stopped half-way; run `{pull}` to finish it")
-    download = _ALIASES.get(name, name)
-    what = f"revision {revision} of {name!r}" if revision else f"model {spec!r}"
-    raise ModelLoadError(
-        f"{what} is neither a folder nor in the local Hugging Face cache (looked in "
-        f"{', '.join(looked)}): run `{pull}` (or, with no network here, `huggingface-cli "
-        f"download {download}` on a machine that has it and copy its cache here or set "
-        f"HF_HUB_CACHE to it), or pass a folder path"
-    )
-
-
-# --- config.json --------------------------------------------------------------------------------
-
-def read_config(folder: Path) -> dict:
-    path = folder / "config.json"
-    if not path.is_file():
-        raise ModelLoadError(
-            f"no config.json in {folder}: a checkpoint folder needs config.json, the weights "
-            f"(model.safetensors) and the tokenizer files (save_pretrained writes them)"
-        )
-    if path.stat().st_size > CONFIG_LIMIT:
-        raise ModelLoadError(f"{path} is {path.stat().st_size:,} bytes, far more than any "
-                             f"model's config.json: restore it from the checkpoint's source")
-    try:
-        text = path.read_text(encoding="utf-8")
-        _check_depth(text, path)
-        hf = json.loads(text)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        detail = "nested too deep" if isinstance(exc, RecursionError) else exc
-        raise ModelLoadError(
-            f"{path} is not valid JSON ({detail}): restore it from the checkpoint's source"
-        ) from None
-    if not isinstance(hf, dict):
-        raise ModelLoadError(
-            f"{path} is not a JSON object: restore it from the checkpoint's source")
-    return hf
-
-
-def _check_depth(text: str, path: Path) -> None:
-    """Refuse nesting deeper than CONFIG_DEPTH before the parser recurses into it."""
-    depth = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > CONFIG_DEPTH:
-                raise ModelLoadError(f"{path} nests more than {CONFIG_DEPTH} levels deep, which "
-                                     f"no model config does: restore it from the checkpoint's "
-                                     f"source")
-        elif ch in "]}":
-            depth -= 1
-
-
 def model_config(folder: Path):
     """(ModelConfig, family module) for the folder's config.json."""
     where = folder / "config.json"
@@ -369,6 +171,9 @@ def _corrupt(path: Path, exc: BaseException) -> ModelLoadError:
 # safetensors' names of the floating dtypes (the other dtypes are not weights attn can use)
 _FLOATS = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16,
            "F16": torch.float16}
+_DTYPE_NAMES = {"F64": "float64", "F32": "float32", "BF16": "bfloat16", "F16": "float16",
+                "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+                "BOOL": "bool"}
 CHUNK = 16 * 2**20  # bytes read at a time where the stored dtype is converted
 
 
@@ -382,6 +187,7 @@ class WeightFiles:
         self.folder = folder
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.dtypes: dict[str, str] = {}
+        self.used: set[str] = set()  # the tensors a family's convert reads (the rest: task heads…)
         self._where: dict[str, Path] = {}  # tensor name -> safetensors file
         self._span: dict[str, tuple[int, int]] = {}  # tensor name -> its bytes in that file
         self._open: dict[Path, object] = {}  # safe_open handles, kept while loading
@@ -483,6 +289,14 @@ class WeightFiles:
         for key, tensor in state.items():
             self.shapes[key] = tuple(tensor.shape)
             self.dtypes[key] = str(tensor.dtype)
+
+    def listing(self) -> list[dict]:
+        """Every tensor under the checkpoint's own name: shape, stored dtype, and whether attn
+        reads it (a task head's classifier, a pooler or a sentence-transformers head is not)."""
+        return [{"name": key, "shape": list(shape),
+                 "dtype": _DTYPE_NAMES.get(self.dtypes[key], self.dtypes[key].replace("torch.", "")),
+                 "used": key in self.used}
+                for key, shape in self.shapes.items()]
 
     def stored(self, key: str) -> torch.dtype | None:
         """The dtype a tensor is stored in; None if it is not floating point."""
@@ -681,6 +495,7 @@ class Weights:
             self.missing.append(name)
             return None
         key = self.names[name]
+        self.files.used.add(key)
         found = self.files.shapes[key]
         if found != tuple(shape):
             self.bad.append((name, found, tuple(shape)))
@@ -765,27 +580,6 @@ def _finite(tensor: torch.Tensor) -> bool:
     if not tensor.numel() or bool(torch.isfinite(tensor.sum(dtype=torch.float32))):
         return True
     return all(torch.isfinite(x) for x in (tensor.amax(), tensor.amin()))
-
-
-# --- tokenizer ------------------------------------------------------------------------------------
-
-TOKENIZER_FILES = ("vocab.json", "merges.txt")  # the GPT-2-style pair (or tokenizer.json)
-
-
-def load_tokenizer(folder: Path, family=None):
-    """The folder's own tokenizer (tokenizer.json, or vocab.json + merges.txt): see
-    hf_tokenizer; or the family's own (a model trained by attn train names an encoding and its
-    vocabulary in config.json). Its problems are the checkpoint's problems."""
-    from attn_cli import hf_tokenizer
-
-    if hasattr(family, "tokenizer"):
-        return family.tokenizer(HFConfig(read_config(folder), folder / "config.json"))
-    try:
-        return hf_tokenizer.load(folder)
-    except ModelLoadError:
-        raise
-    except AttnError as exc:
-        raise ModelLoadError(str(exc)) from None
 
 
 # --- weights into the model -------------------------------------------------------------------

@@ -439,8 +439,10 @@ def parameter_count(model: Transformer) -> int:
 
 
 def describe(model: Transformer) -> dict:
-    """The architecture as plain data: config, parameter count, every weight's shape."""
-    weights = [{"name": name, "shape": list(p.shape)} for name, p in model.named_parameters()]
+    """The architecture as plain data: config, parameter count, every weight's shape (a
+    checkpoint's under its own names, with the dtype stored and whether attn reads it)."""
+    weights = getattr(model, "stored_weights", None) or \
+        [{"name": name, "shape": list(p.shape)} for name, p in model.named_parameters()]
     out = {"model": model.cfg.to_dict(), "parameters": parameter_count(model),
            "weights": weights}
     if model.wte is None:

@@ -8,8 +8,6 @@ names the tiktoken encoding that splits the text (tokenize.VocabTokenizer).
 
 from __future__ import annotations
 
-import torch
-
 from attn_cli.models.config import ModelConfig
 from attn_cli.models.families import HFConfig
 
@@ -57,6 +55,8 @@ def tokenizer(hf: HFConfig):
 
 def convert(w, cfg: ModelConfig) -> dict:
     """The names are attn's own: every parameter of the stack, and the untied LM head."""
+    import torch
+
     from attn_cli.models.transformer import Transformer
 
     with torch.device("meta"):
