@@ -762,10 +762,13 @@ def attention_records(cap: Capture, top_k: int) -> Iterator[dict]:
         [list(g) for _, g in groupby(cap.heads, key=lambda h: (h.layer, h.reduced))]
 
     def analyse(group: list[HeadCapture]):
-        stack = np.stack([h.weights for h in group])  # (heads, T, T)
-        ent = None if group[0].reduced == "max" else analysis.entropy(stack)
-        keys, values = analysis.top_k_arrays(stack, top_k, cap.config.causal,
-                                             cap.window(group[0].layer))
+        # head by head (each row's figures are its own: the same bits as for a stack of the
+        # heads, without copying the layer's matrices into one)
+        window = cap.window(group[0].layer)
+        ent = None if group[0].reduced == "max" else [analysis.entropy(h.weights) for h in group]
+        tops = [analysis.top_k_arrays(h.weights, top_k, cap.config.causal, window)
+                for h in group]
+        keys, values = (np.stack(arrays) for arrays in zip(*tops))
         return ent, _top_json(prefixes, keys, values)
 
     pool: list[ThreadPoolExecutor] = []
