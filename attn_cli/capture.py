@@ -15,7 +15,7 @@ import numpy as np
 
 from attn_cli.models.config import ModelConfig
 from attn_cli.errors import ConfigError, InputError
-from attn_cli.tokenize import Token
+from attn_cli.tokenizers import Token
 
 
 @dataclass

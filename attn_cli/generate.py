@@ -47,7 +47,7 @@ def token_bytes(encoding, token_id: int) -> bytes | None:
     """The bytes of a token id, or None for an id the tokenizer has no token for (a padded
     embedding table's spare rows)."""
     try:
-        if hasattr(encoding, "token_bytes"):  # a Tokenizer (tokenize.py)
+        if hasattr(encoding, "token_bytes"):  # a Tokenizer (tokenizers/)
             return encoding.token_bytes(int(token_id))
         return encoding.decode_single_token_bytes(int(token_id))  # a bare tiktoken encoding
     except Exception:  # tiktoken raises KeyError, a Tokenizer EncodingError

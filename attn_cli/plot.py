@@ -93,7 +93,8 @@ def _short(text: str) -> str:
 
 def describe(cap: Capture) -> str:
     """The model in words, as the terminal header says it."""
-    from attn_cli.render import describe as describe_config, plural
+    from attn_cli.views.matrix import plural
+    from attn_cli.views.parts import describe as describe_config
 
     c = cap.config
     text = (f"{describe_config(c, d_head=False)} · {cap.encoding} · "

@@ -3,7 +3,7 @@
 Everything `attn` prints to a terminal that it did not write itself (token text, paths, option
 values, a model folder's name) passes through `terminal()`, which shows as visible escapes the
 characters that would move the cursor, recolour the screen, reverse the rest of a line or split
-it: C0 controls and DEL as `<1B>` (tokenize.visible's convention for token bytes), and C1
+it: C0 controls and DEL as `<1B>` (tokenizers.visible's convention for token bytes), and C1
 controls, Unicode format characters (bidi overrides such as U+202E, zero-width spaces, the BOM)
 and the line and paragraph separators U+2028/U+2029 as `<U+202E>`. A lone surrogate that stands
 for an undecodable byte (a path that is not UTF-8) is shown as that byte, `<FF>`. The escapes
@@ -23,7 +23,7 @@ import unicodedata
 
 _UNSAFE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
-# Set by the CLI when standard output cannot show more than ASCII: render.py then lays out
+# Set by the CLI when standard output cannot show more than ASCII: the views then lay out
 # token labels and numbers in ASCII (so column widths are right) before they are printed.
 ASCII = False
 
@@ -31,7 +31,7 @@ ASCII = False
 _STAND_INS = {
     "·": ".", "×": "x", "→": ">", "←": "<", "−": "-", "—": "-", "–": "-", "…": "~",
     "‖": "|", "─": "-", "━": "-", "│": "|", "░": ":", "▒": "+", "▓": "*", "█": "#",
-    "␣": "_", "\u00a0": " ",
+    "␣": "_", "\u00a0": " ", "▼": "v",
     # only in running text: wider stand-ins are fine
     "↵": "\\n", "⇥": "\\t", "␍": "\\r", "∞": "inf", "√": "sqrt", "ᵀ": "^T", "Σ": "sum",
     "½": "1/2", "≥": ">=", "≤": "<=", "÷": "/", "₁": "1", "₂": "2", "Â": "A^", "§": "S",

@@ -50,9 +50,10 @@ def inspect(path: Path, cap: Capture) -> None:
     _write(path, cap, "inspect", {**_heads(cap.heads), "embeddings": cap.embeddings})
 
 
-def heads(path: Path, cap: Capture, layer: int) -> None:
-    """The heads of the layer shown (with --pattern every layer is captured, one is shown)."""
-    _write(path, cap, "heads", _heads([h for h in cap.heads if h.layer == layer]))
+def heads(path: Path, cap: Capture, layer: int | None) -> None:
+    """The heads of the layer shown (with --pattern every layer is captured, one is shown);
+    layer None (the map): every head."""
+    _write(path, cap, "heads", _heads([h for h in cap.heads if layer in (None, h.layer)]))
 
 
 def rollout(path: Path, cap: Capture, means: list[np.ndarray], rolled: np.ndarray) -> None:
@@ -74,7 +75,7 @@ def _heads(heads: list[HeadCapture]) -> dict[str, np.ndarray]:
 def _write(path: Path, cap: Capture, command: str, arrays: dict[str, np.ndarray]) -> None:
     """Write `arrays` and the ids, with the capture's metadata, to `path` (its suffix picks
     the format; `check(path)` was called before the work)."""
-    from attn_cli.render import inspect_header
+    from attn_cli.documents.attention import inspect_header
 
     metadata = {"format": FORMAT_NAME, **inspect_header(cap), "command": command}
     tensors = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in arrays.items()}

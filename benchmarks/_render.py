@@ -4,7 +4,7 @@
     python benchmarks/_render.py --file TEXT_FILE --out RENDER_FILE
 
 Prints one JSON line: tokens, heads, forward_s (capture.run: the model, and copying the heads
-out as NumPy) and render_s (render.inspect_view + console.print to RENDER_FILE). It uses attn's
+out as NumPy) and render_s (views.inspect.inspect_view + console.print to RENDER_FILE). It uses attn's
 public pieces the way `attn inspect` does (cli.inspect), with the CLI's default view options
 (--precision 2 --top-k 3 --dims 8, colour). run.py sets COLUMNS=120, FORCE_COLOR=1 and
 COLORTERM=truecolor, so rich renders what a 120-column true-colour terminal would get, although
@@ -27,10 +27,12 @@ def main() -> None:
     p.add_argument("--out", required=True)
     args = p.parse_args()
 
-    from attn_cli import capture, output, render
+    from attn_cli import capture, output
+    from attn_cli.views.inspect import inspect_view
+    from attn_cli.views.matrix import View
     from attn_cli import models as model_lib
     from attn_cli.models.config import ModelConfig
-    from attn_cli.tokenize import get_encoding, tokenize
+    from attn_cli.tokenizers import get_encoding, tokenize
 
     text = Path(args.file).read_text(encoding="utf-8")
     cfg = ModelConfig()  # the CLI's defaults: 2 layers x 4 heads, d_model 64, seed 0
@@ -48,9 +50,9 @@ def main() -> None:
         try:
             t0 = time.perf_counter()
             console = output.make_console(no_color=False, record=False)
-            view = render.View(precision=2, top_k=3, dims=8, color=output.uses_color(console),
+            view = View(precision=2, top_k=3, dims=8, color=output.uses_color(console),
                                width=console.width, full=False)
-            output.show(console, render.inspect_view(cap, view), None, None, "attn inspect")
+            output.show(console, inspect_view(cap, view), None, None, "attn inspect")
             f.flush()
             rendered = time.perf_counter() - t0
         finally:

@@ -7,7 +7,7 @@ run.py gunzips attn's bundled `o200k_base.tiktoken.gz` to a temporary file once,
 timing, and passes its path with --ranks. Nothing is verified (no sha256) and nothing is cached.
 
 It deliberately does not import attn_cli: the pattern string and the special tokens are copied
-from tiktoken_ext/openai_public.py (o200k_base), the same values attn_cli.tokenize uses.
+from tiktoken_ext/openai_public.py (o200k_base), the same values attn_cli.tokenizers uses.
 
     python benchmarks/floor_light.py --ranks /tmp/o200k_base.tiktoken "some text"
 """

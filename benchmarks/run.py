@@ -364,7 +364,7 @@ def ids_file(tokens: list[dict], path: Path) -> Path:
 _CUT = """
 import json, sys
 from pathlib import Path
-from attn_cli import hf_tokenizer
+from attn_cli.tokenizers import hf as hf_tokenizer
 tok = hf_tokenizer.load(Path(sys.argv[1]))
 tokens, n = tok.encode(Path(sys.argv[2]).read_text(encoding="utf-8"), False), int(sys.argv[3])
 for cut in sorted(range(max(n - 8, 1), n + 9), key=lambda c: abs(c - n)):

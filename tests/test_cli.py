@@ -130,7 +130,7 @@ def reference_capture(text: str, *, encoding="o200k_base", stages=False, causal=
     from attn_cli import capture
     from attn_cli import models as model_lib
     from attn_cli.models.config import ModelConfig
-    from attn_cli.tokenize import get_encoding, tokenize
+    from attn_cli.tokenizers import get_encoding, tokenize
 
     config = ModelConfig(causal=causal, **cfg)
     net = model_lib.seeded(config)
@@ -939,7 +939,7 @@ def test_model_folder_json_validates(gpt2_folder, schemas):
 def test_model_folder_weights_are_the_checkpoints(gpt2_folder):
     from attn_cli import capture
     from attn_cli.models import checkpoint
-    from attn_cli.tokenize import tokenize
+    from attn_cli.tokenizers import tokenize
 
     doc = ok_json("inspect", SENTENCE, "--model", gpt2_folder, "--layer", "1", "--head", "1")
     net, encoding = checkpoint.load(str(gpt2_folder))
@@ -979,7 +979,7 @@ def test_help_keeps_square_brackets(command, needles):
 
 
 def test_heads_maps_wrap_in_rows_separated_by_a_blank_line():
-    out = ok("heads", "The cat sat", "--heads", "8", "--d-model", "32",
+    out = ok("heads", "The cat sat", "--heads", "8", "--d-model", "32", "--layer", "0",
              env={"COLUMNS": "60"}).stdout.splitlines()
     titles = [n for n, line in enumerate(out) if line.strip().startswith("head 0")
               or line.strip().startswith("head 5")]

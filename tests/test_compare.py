@@ -10,7 +10,8 @@ import jsonschema
 import numpy as np
 import pytest
 
-from attn_cli.cli import ModelOptions, side_options
+from attn_cli.commands.compare import side_options
+from attn_cli.commands.options import ModelOptions
 from attn_cli.errors import ConfigError
 from test_cli import (SENTENCE, SMALL_CFG, assert_user_error, error, invoke, load_schema, ok,
                       ok_json, reference_capture)

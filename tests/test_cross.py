@@ -28,7 +28,7 @@ from test_cli import def_schema, header_schema, invoke, ok, ok_json, parse
 from attn_cli import cross
 from attn_cli.models import encdec
 from attn_cli.models.config import ModelConfig
-from attn_cli.tokenize import get_encoding, get_tokenizer, tokenize
+from attn_cli.tokenizers import get_encoding, get_tokenizer, tokenize
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "gpt2-tokenizer"
 SOURCE, TARGET = "Le chat est assis sur le tapis.", "The cat sat on the mat."

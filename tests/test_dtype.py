@@ -31,7 +31,8 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from attn_cli import budget, capture, tokenize  # noqa: E402
+from attn_cli import budget, capture  # noqa: E402
+from attn_cli import tokenizers as tokenize  # noqa: E402
 from attn_cli.errors import ConfigError, ModelLoadError  # noqa: E402
 from attn_cli.models import attend, checkpoint  # noqa: E402
 from test_families import built, input_ids  # noqa: E402,F401  (session fixture, reused)

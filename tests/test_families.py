@@ -23,7 +23,8 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from attn_cli import capture, tokenize  # noqa: E402
+from attn_cli import capture  # noqa: E402
+from attn_cli import tokenizers as tokenize  # noqa: E402
 from attn_cli.errors import ModelLoadError  # noqa: E402
 from attn_cli.models import checkpoint  # noqa: E402
 

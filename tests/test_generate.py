@@ -33,7 +33,7 @@ from attn_cli import generate as gen  # noqa: E402
 from attn_cli import models  # noqa: E402
 from attn_cli.models import checkpoint  # noqa: E402
 from attn_cli.models.config import ModelConfig  # noqa: E402
-from attn_cli.tokenize import get_encoding, tokenize  # noqa: E402
+from attn_cli.tokenizers import get_encoding, tokenize  # noqa: E402
 
 PROMPT = "The cat sat on the mat because it was tired."
 N = 8

@@ -24,7 +24,8 @@ import torch
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from attn_cli import capture, tokenize
+from attn_cli import capture
+from attn_cli import tokenizers as tokenize
 from attn_cli.models import checkpoint  # noqa: E402
 from attn_cli.errors import InputError, ModelLoadError  # noqa: E402
 

@@ -16,7 +16,7 @@ import torch
 
 from attn_cli import capture
 from attn_cli import models as M
-from attn_cli import tokenize as tk
+from attn_cli import tokenizers as tk
 from attn_cli.models.config import ModelConfig
 from attn_cli.errors import AttnError, ConfigError
 

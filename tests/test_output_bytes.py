@@ -16,9 +16,11 @@ import numpy as np
 import orjson
 import pytest
 
-from attn_cli import analysis, capture, render
+from attn_cli import analysis, capture
+from attn_cli.documents.attention import inspect_header
 from attn_cli.models import ModelConfig, checkpoint, seeded
-from attn_cli.tokenize import get_encoding, tokenize
+from attn_cli.summary import reduced_captures
+from attn_cli.tokenizers import get_encoding, tokenize
 
 from test_subprocess import attn
 
@@ -75,13 +77,13 @@ def plain_records(cap: capture.Capture, k: int) -> list[dict]:
 
 
 def plain_json(cap: capture.Capture, k: int) -> bytes:
-    doc = {**render.inspect_header(cap), "attention": plain_records(cap, k),
+    doc = {**inspect_header(cap), "attention": plain_records(cap, k),
            "embeddings": {"layer": "final", "vectors": cap.embeddings}}
     return orjson.dumps(doc, option=OPTS)
 
 
 def plain_ndjson(cap: capture.Capture, k: int) -> bytes:
-    lines = [render.inspect_header(cap), *plain_records(cap, k),
+    lines = [inspect_header(cap), *plain_records(cap, k),
              {"embeddings": {"layer": "final", "vectors": cap.embeddings}}]
     return b"".join(orjson.dumps(line, option=OPTS) for line in lines)
 
@@ -131,5 +133,5 @@ def test_reduced_bytes(how):
     """--reduce: one matrix per layer (head -1), and no entropy for a max of heads."""
     cfg = ModelConfig(n_layers=2, n_heads=4, d_model=64, causal=True, seed=0)
     cap = capture_of(seeded(cfg), get_encoding("o200k_base"), "o200k_base")
-    cap.heads = render.reduced_captures(cap, how, False)
+    cap.heads = reduced_captures(cap, how, False)
     check(["--reduce", how], cap)

@@ -19,7 +19,7 @@ from attn_cli import models as model
 from attn_cli.capture import Capture, HeadCapture
 from attn_cli.models.config import ModelConfig
 from attn_cli.errors import ConfigError, WriteError
-from attn_cli.tokenize import Token, get_encoding, tokenize
+from attn_cli.tokenizers import Token, get_encoding, tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCE = "The cat sat on the mat"
@@ -268,7 +268,7 @@ def test_plotting_never_imports_pyplot(tmp_path):
         from attn_cli import plot
         from attn_cli.capture import Capture, HeadCapture
         from attn_cli.models.config import ModelConfig
-        from attn_cli.tokenize import Token
+        from attn_cli.tokenizers import Token
         toks = [Token(i, i, b"t") for i in range(3)]
         cap = Capture("", "o200k_base", toks, ModelConfig(),
                       [HeadCapture(0, 0, np.eye(3, dtype=np.float32))], [], np.zeros((3, 8)))

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from attn_cli import capture
 from attn_cli import models as M
-from attn_cli import tokenize as tk
+from attn_cli import tokenizers as tk
 from attn_cli.models.config import ModelConfig
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from attn_cli import capture, output, render
-from attn_cli.models import ModelConfig, checkpoint, seeded
-from attn_cli.tokenize import get_encoding, tokenize
+from attn_cli import capture, output
+from attn_cli.documents.attention import inspect_doc
+from attn_cli.models import ModelConfig, checkpoint, seeded, weights
+from attn_cli.tokenizers import get_encoding, tokenize
 
 from test_subprocess import ROOT, _env, assert_interrupted, attn
 
@@ -42,7 +43,7 @@ def wide(tmp_path_factory) -> Path:
 
 
 def _doc_bytes(cap, top_k: int = 3) -> bytes:
-    return b"".join(output._chunks(render.inspect_doc(cap, top_k)))
+    return b"".join(output._chunks(inspect_doc(cap, top_k)))
 
 
 def _tokens(model_tokenizer, text: str = TEXT):
@@ -228,4 +229,4 @@ def test_an_error_on_the_forward_thread_is_raised_to_the_reader():
     ([float("inf"), float("-inf")], False), ([], True)])
 def test_the_finite_check(values, finite):
     for dtype in (torch.float32, torch.bfloat16):
-        assert checkpoint._finite(torch.tensor(values, dtype=dtype)) is finite
+        assert weights._finite(torch.tensor(values, dtype=dtype)) is finite

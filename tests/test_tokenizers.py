@@ -1,4 +1,4 @@
-"""A checkpoint's own tokenizer (SPEC §2) and the Tokenizer interface (attn_cli/tokenize.py).
+"""A checkpoint's own tokenizer (SPEC §2) and the Tokenizer interface (attn_cli/tokenizers/).
 
 Checkpoint folders of six tokenizer styles are built here, once per session, with the
 `tokenizers` library from GPT-2's real vocab.json + merges.txt (../shared/fixtures) — GPT-2,
@@ -34,7 +34,8 @@ transformers = pytest.importorskip("transformers")
 from tokenizers import AddedToken, Regex, decoders, models, normalizers  # noqa: E402
 from tokenizers import pre_tokenizers, processors, trainers  # noqa: E402
 
-from attn_cli import hf_tokenizer, tokenize  # noqa: E402
+from attn_cli import tokenizers as tokenize  # noqa: E402
+from attn_cli.tokenizers import hf as hf_tokenizer  # noqa: E402
 from attn_cli.errors import EncodingError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -484,7 +485,7 @@ MISSING_EXTRA = r"""
 import sys
 sys.modules["tokenizers"] = None  # as if the optional extra were not installed
 from pathlib import Path
-from attn_cli import hf_tokenizer
+from attn_cli.tokenizers import hf as hf_tokenizer
 from attn_cli.errors import EncodingError
 gpt2 = hf_tokenizer.load(Path(sys.argv[2]))  # byte-level BPE needs no extra
 assert [t.id for t in gpt2.encode("Hello world")] == [15496, 995]
@@ -578,7 +579,7 @@ def test_loading_writes_nothing_anywhere(folders, tmp_path, tiktoken_cache):
 
 
 def test_hf_tokenizer_imports_neither_torch_nor_tokenizers(folders):
-    code = ("import sys; from pathlib import Path; from attn_cli import hf_tokenizer; "
+    code = ("import sys; from pathlib import Path; from attn_cli.tokenizers import hf as hf_tokenizer; "
             f"hf_tokenizer.load(Path({str(folders['qwen2'])!r})).encode('hi'); "
             "print(sorted(m for m in ('torch', 'tokenizers', 'transformers', 'numpy') "
             "if m in sys.modules))")

@@ -134,7 +134,7 @@ def reference_layer0(folder: Path, text: str) -> np.ndarray:
     folder's own vocabulary, sinusoidal positions, LayerNorm, Q·Kᵀ/√d_k, causal softmax."""
     import tiktoken  # noqa: F401  (the encoding attn bundles)
 
-    from attn_cli.tokenize import get_encoding
+    from attn_cli.tokenizers import get_encoding
 
     cfg = json.loads((folder / "config.json").read_text())
     w = {k: v.astype(np.float64) for k, v in load_file(folder / "model.safetensors").items()}

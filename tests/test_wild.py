@@ -31,7 +31,8 @@ pytest.importorskip("tokenizers")
 from test_families import randomize  # noqa: E402
 from test_tokenizers import build_bert, build_gpt2, build_llama3, build_neox, build_roberta  # noqa: E402
 
-from attn_cli import capture, tokenize  # noqa: E402
+from attn_cli import capture  # noqa: E402
+from attn_cli import tokenizers as tokenize  # noqa: E402
 from attn_cli.models import checkpoint, folders  # noqa: E402
 
 TEXT = "The animal didn't cross the street because it was too tired."

@@ -5,6 +5,7 @@
     transformer.py  Block and Transformer, configured by ModelConfig
     seeded.py       the seeded model
     folders.py      where a checkpoint is, its config.json and tokenizer (no torch)
+    weights.py      its weight files, read and checked tensor by tensor
     checkpoint.py   a Hugging Face folder -> (Transformer, tokenizer), via families/
 
 The names below are imported when first used, so that `attn_cli.models.folders` (and

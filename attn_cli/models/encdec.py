@@ -26,7 +26,6 @@ encoder_attn, then fc1/fc2, each followed by its LayerNorm).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -177,47 +176,26 @@ def seeded(cfg: ModelConfig) -> EncoderDecoder:
     """
     import dataclasses
 
+    from attn_cli.models.seeded import Recipe, token_rows
     from attn_cli.models.seeded import seeded as seeded_stack
 
     encoder = seeded_stack(dataclasses.replace(cfg, causal=False))
     dec_cfg = dataclasses.replace(cfg, causal=True)
     with torch.random.fork_rng(devices=[]):  # nn.Linear's own init draws from the global RNG
         decoder = Decoder(dec_cfg)
-    g = torch.Generator().manual_seed(decoder_seed(cfg.seed))
-    d, nh, hs, ff = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_ff
-
-    def normal(*shape: int, std: float) -> torch.Tensor:
-        return torch.randn(*shape, generator=g) * std
-
-    def qkv():
-        sharp = 0.6 + 1.6 * torch.rand(nh, generator=g)  # per-head score scale
-        wq = normal(d, d, std=1.0 / math.sqrt(d)) * sharp.repeat_interleave(hs)[:, None]
-        wk = normal(d, d, std=1.0 / math.sqrt(d))
-        wv = normal(d, d, std=1.0 / math.sqrt(d))
-        bq, bv = normal(d, std=0.5), normal(d, std=0.1)
-        return wq, wk, wv, bq, torch.zeros(d), bv
-
+    decoder.token_rows = token_rows(dec_cfg)
+    recipe = Recipe(dec_cfg, decoder_seed(cfg.seed))
     with torch.no_grad():
         for block in decoder.h:
-            wq, wk, wv, bq, bk, bv = qkv()
-            block.attn.c_attn.weight.copy_(torch.cat([wq, wk, wv]))
-            block.attn.c_attn.bias.copy_(torch.cat([bq, bk, bv]))
-            block.attn.c_proj.weight.copy_(normal(d, d, std=1.0 / math.sqrt(d)))
-            block.attn.c_proj.bias.zero_()
-            wq, wk, wv, bq, bk, bv = qkv()
+            recipe.self_attention(block.attn)
+            wq, wk, wv, bq, bk, bv = recipe.qkv()  # cross-attention: drawn like self-attention
             block.crossattn.c_q.weight.copy_(wq)
             block.crossattn.c_q.bias.copy_(bq)
             block.crossattn.c_kv.weight.copy_(torch.cat([wk, wv]))
             block.crossattn.c_kv.bias.copy_(torch.cat([bk, bv]))
-            block.crossattn.c_proj.weight.copy_(normal(d, d, std=1.0 / math.sqrt(d)))
-            block.crossattn.c_proj.bias.zero_()
-            block.mlp.c_fc.weight.copy_(normal(ff, d, std=1.0 / math.sqrt(d)))
-            block.mlp.c_fc.bias.copy_(normal(ff, std=0.1))
-            block.mlp.c_proj.weight.copy_(normal(d, ff, std=0.5 / math.sqrt(ff)))
-            block.mlp.c_proj.bias.zero_()
-            for ln in (block.ln_1, block.ln_x, block.ln_2):
-                ln.weight.copy_(1.0 + normal(d, std=0.1))
-                ln.bias.copy_(normal(d, std=0.1))
+            recipe.projection(block.crossattn.c_proj)
+            recipe.mlp(block.mlp)
+            recipe.norms(block.ln_1, block.ln_x, block.ln_2)
         decoder.ln_f.weight.fill_(1.0)
         decoder.ln_f.bias.zero_()
     return EncoderDecoder(encoder, decoder.eval()).eval()
@@ -257,6 +235,7 @@ def load(spec: str, device: str = "cpu", dtype: str | None = None):
     from attn_cli.errors import AttnError, ModelLoadError
     from attn_cli.models import checkpoint
     from attn_cli.models.families import HFConfig, bart, families
+    from attn_cli.models.weights import _strip
 
     folder = checkpoint.resolve(spec)
     where = folder / "config.json"
@@ -284,7 +263,7 @@ def load(spec: str, device: str = "cpu", dtype: str | None = None):
                                  (bart.DECODER_LAYER_KEY, "decoder_layers", dec)):
         pattern = re.compile(key)
         blocks = {int(m.group(1)) for k in files.shapes
-                  if (m := pattern.match(checkpoint._strip(k, bart.PREFIXES)))}
+                  if (m := pattern.match(_strip(k, bart.PREFIXES)))}
         n = max(blocks) + 1 if blocks else 0
         if n != cfg.n_layers:
             raise ModelLoadError(

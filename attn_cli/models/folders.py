@@ -251,9 +251,9 @@ TOKENIZER_FILES = ("vocab.json", "merges.txt")  # the GPT-2-style pair (or token
 
 def load_tokenizer(folder: Path, family=None):
     """The folder's own tokenizer (tokenizer.json, or vocab.json + merges.txt): see
-    hf_tokenizer; or the family's own (a model trained by attn train names an encoding and its
+    tokenizers/hf.py; or the family's own (a model trained by attn train names an encoding and its
     vocabulary in config.json). Its problems are the checkpoint's problems."""
-    from attn_cli import hf_tokenizer
+    from attn_cli.tokenizers import hf as hf_tokenizer
 
     if hasattr(family, "tokenizer"):
         return family.tokenizer(HFConfig(read_config(folder), folder / "config.json"))

@@ -7,7 +7,9 @@ come from a local `torch.Generator`; no global RNG state is touched.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -68,6 +70,58 @@ def seeded_embedding_rows(start: int, stop: int, seed: int, d_model: int) -> np.
     u *= math.sqrt(3.0)
     return u.astype(np.float32)
 
+def token_rows(cfg: ModelConfig) -> Callable[[list[int]], np.ndarray]:
+    """The seeded token table of cfg.seed, as the stack reads it: ids -> (T, d_model) rows."""
+    return functools.partial(seeded_token_embeddings, seed=cfg.seed, d_model=cfg.d_model)
+
+
+class Recipe:
+    """The seeded draws of one stack's blocks, from one local generator, in a fixed order: what
+    makes every head differ (Q scaled per head, query biases) and stay worth looking at. The
+    seeded decoder (models/encdec.py) draws its blocks with the same recipe."""
+
+    def __init__(self, cfg: ModelConfig, seed: int):
+        self.cfg, self.g = cfg, torch.Generator().manual_seed(seed)
+
+    def normal(self, *shape: int, std: float) -> torch.Tensor:
+        return torch.randn(*shape, generator=self.g) * std
+
+    def qkv(self) -> tuple[torch.Tensor, ...]:
+        """wq, wk, wv, bq, bk, bv of one attention: Q scaled per head, K unbiased."""
+        d, nh, hs = self.cfg.d_model, self.cfg.n_heads, self.cfg.d_head
+        sharp = 0.6 + 1.6 * torch.rand(nh, generator=self.g)  # per-head score scale
+        wq = self.normal(d, d, std=1.0 / math.sqrt(d)) * sharp.repeat_interleave(hs)[:, None]
+        wk = self.normal(d, d, std=1.0 / math.sqrt(d))
+        wv = self.normal(d, d, std=1.0 / math.sqrt(d))
+        bq, bv = self.normal(d, std=0.5), self.normal(d, std=0.1)
+        return wq, wk, wv, bq, torch.zeros(d), bv
+
+    def projection(self, linear) -> None:
+        """An attention's output projection: drawn weights, no bias."""
+        d = self.cfg.d_model
+        linear.weight.copy_(self.normal(d, d, std=1.0 / math.sqrt(d)))
+        linear.bias.zero_()
+
+    def self_attention(self, attn) -> None:
+        wq, wk, wv, bq, bk, bv = self.qkv()
+        attn.c_attn.weight.copy_(torch.cat([wq, wk, wv]))
+        attn.c_attn.bias.copy_(torch.cat([bq, bk, bv]))
+        self.projection(attn.c_proj)
+
+    def mlp(self, mlp) -> None:
+        d, ff = self.cfg.d_model, self.cfg.d_ff
+        mlp.c_fc.weight.copy_(self.normal(ff, d, std=1.0 / math.sqrt(d)))
+        mlp.c_fc.bias.copy_(self.normal(ff, std=0.1))
+        mlp.c_proj.weight.copy_(self.normal(d, ff, std=0.5 / math.sqrt(ff)))
+        mlp.c_proj.bias.zero_()
+
+    def norms(self, *norms) -> None:
+        d = self.cfg.d_model
+        for ln in norms:
+            ln.weight.copy_(1.0 + self.normal(d, std=0.1))
+            ln.bias.copy_(self.normal(d, std=0.1))
+
+
 def seeded(cfg: ModelConfig) -> Transformer:
     """A Transformer whose every weight follows from cfg.seed, scaled to be worth looking at.
 
@@ -78,30 +132,13 @@ def seeded(cfg: ModelConfig) -> Transformer:
     """
     with torch.random.fork_rng(devices=[]):  # nn.Linear's own init draws from the global RNG
         model = Transformer(cfg)
-    g = torch.Generator().manual_seed(cfg.seed)
-    d, nh, hs = cfg.d_model, cfg.n_heads, cfg.d_head
-
-    def normal(*shape: int, std: float) -> torch.Tensor:
-        return torch.randn(*shape, generator=g) * std
-
+    model.token_rows = token_rows(cfg)
+    recipe = Recipe(cfg, cfg.seed)
     with torch.no_grad():
         for block in model.h:
-            sharp = 0.6 + 1.6 * torch.rand(nh, generator=g)  # per-head score scale
-            wq = normal(d, d, std=1.0 / math.sqrt(d)) * sharp.repeat_interleave(hs)[:, None]
-            wk = normal(d, d, std=1.0 / math.sqrt(d))
-            wv = normal(d, d, std=1.0 / math.sqrt(d))
-            block.attn.c_attn.weight.copy_(torch.cat([wq, wk, wv]))
-            block.attn.c_attn.bias.copy_(torch.cat([
-                normal(d, std=0.5), torch.zeros(d), normal(d, std=0.1)]))
-            block.attn.c_proj.weight.copy_(normal(d, d, std=1.0 / math.sqrt(d)))
-            block.attn.c_proj.bias.zero_()
-            block.mlp.c_fc.weight.copy_(normal(cfg.d_ff, d, std=1.0 / math.sqrt(d)))
-            block.mlp.c_fc.bias.copy_(normal(cfg.d_ff, std=0.1))
-            block.mlp.c_proj.weight.copy_(normal(d, cfg.d_ff, std=0.5 / math.sqrt(cfg.d_ff)))
-            block.mlp.c_proj.bias.zero_()
-            for ln in (block.ln_1, block.ln_2):
-                ln.weight.copy_(1.0 + normal(d, std=0.1))
-                ln.bias.copy_(normal(d, std=0.1))
+            recipe.self_attention(block.attn)
+            recipe.mlp(block.mlp)
+            recipe.norms(block.ln_1, block.ln_2)
         model.ln_f.weight.fill_(1.0)
         model.ln_f.bias.zero_()
     return model.eval()

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -236,8 +237,10 @@ class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        # Loaded weights bring a token table; the seeded model computes rows on demand.
+        # Loaded weights bring a token table; the seeded model computes rows on demand: whoever
+        # builds a stack without a table gives it token_rows(ids) -> (T, d_model) float32 rows.
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model) if cfg.vocab_size else None
+        self.token_rows: Callable[[list[int]], np.ndarray] | None = None
         self.wpe = nn.Embedding(cfg.n_positions + cfg.position_offset, cfg.d_model) \
             if cfg.positions == "learned" else None
         self.wtt = nn.Embedding(cfg.token_types, cfg.d_model) if cfg.token_types else None
@@ -306,14 +309,14 @@ class Transformer(nn.Module):
         """Token (+ type) (+ position) embeddings of tokens at positions start … start+T−1
         (start > 0: a causal stack's next tokens, read through the KV cache). ids may be a
         (batch, T) tensor where the model has a token table (training)."""
-        from attn_cli.models.seeded import seeded_token_embeddings
-
         T, cfg = (ids.shape[-1] if torch.is_tensor(ids) else len(ids)), self.cfg
         id_t = ids if torch.is_tensor(ids) else torch.tensor(ids, device=self.device)
         if self.wte is not None:
             x = self.wte(id_t)
         else:
-            x = torch.from_numpy(seeded_token_embeddings(ids, cfg.seed, cfg.d_model))
+            if self.token_rows is None:
+                raise TypeError("a stack without a token table needs token_rows (models.seeded)")
+            x = torch.from_numpy(self.token_rows(ids))
             x = x.to(self.device, self.dtype)
         if self.wtt is not None:  # every token is of type 0: one segment
             x = x + self.wtt(torch.zeros_like(id_t))

@@ -3,13 +3,13 @@
 The folder holds attn's own module names (no mapping), the seeded stack's architecture
 (pre-LN, sinusoidal positions, GELU MLP, biases) and a small vocabulary: config.json's
 `vocab` lists the encoding id of each embedding row after row 0 (`<unk>`), and `encoding`
-names the tiktoken encoding that splits the text (tokenize.VocabTokenizer).
+names the tiktoken encoding that splits the text (tokenizers.VocabTokenizer).
 """
 
 from __future__ import annotations
 
 from attn_cli.models.config import ModelConfig
-from attn_cli.models.families import HFConfig
+from attn_cli.models.families.hf_config import HFConfig
 
 NAMES = ("attn",)
 PREFIXES = ()
@@ -43,7 +43,7 @@ def vocabulary(hf: HFConfig) -> list[int]:
 
 def tokenizer(hf: HFConfig):
     """The encoding named in config.json, cut down to the model's vocabulary."""
-    from attn_cli.tokenize import VocabTokenizer, get_encoding
+    from attn_cli.tokenizers import VocabTokenizer, get_encoding
 
     encoding = get_encoding(hf.str("encoding", "o200k_base"))
     vocab = vocabulary(hf)

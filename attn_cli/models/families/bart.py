@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 from attn_cli.models.config import ModelConfig
-from attn_cli.models.families import HFConfig, activation
+from attn_cli.models.families.hf_config import HFConfig, activation
 
 NAMES = ("bart",)
 PREFIXES = ("model.",)  # BartForConditionalGeneration keeps BartModel under model.

@@ -10,7 +10,7 @@ RoBERTa numbers positions from padding_idx + 1 (a pad token itself takes row pad
 from __future__ import annotations
 
 from attn_cli.models.config import ModelConfig
-from attn_cli.models.families import HFConfig, activation
+from attn_cli.models.families.hf_config import HFConfig, activation
 
 NAMES = ("bert", "roberta")
 PREFIXES = ("bert.", "roberta.")

@@ -7,7 +7,7 @@ fused c_attn stored as Conv1D (in, out), ÷√d_k, GELU(tanh) MLP, ln_f.
 from __future__ import annotations
 
 from attn_cli.models.config import ModelConfig
-from attn_cli.models.families import HFConfig
+from attn_cli.models.families.hf_config import HFConfig
 
 NAMES = ("gpt2",)
 PREFIXES = ("transformer.",)

@@ -9,7 +9,7 @@ alternating global attention with local attention over a window of `window_size`
 from __future__ import annotations
 
 from attn_cli.models.config import ModelConfig
-from attn_cli.models.families import HFConfig, activation
+from attn_cli.models.families.hf_config import HFConfig, activation
 
 NAMES = ("gpt_neo",)
 PREFIXES = ("transformer.",)

@@ -12,7 +12,7 @@ layer (Mistral) or on the layers `layer_types` marks "sliding_attention" (Qwen2)
 from __future__ import annotations
 
 from attn_cli.models.config import ModelConfig
-from attn_cli.models.families import HFConfig, activation
+from attn_cli.models.families.hf_config import HFConfig, activation
 
 NAMES = ("llama", "mistral", "qwen2")
 PREFIXES = ("model.",)

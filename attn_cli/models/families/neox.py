@@ -10,7 +10,7 @@ residual x + Attn(LN1(x)) + MLP(LN2(x)) when use_parallel_residual; exact GELU.
 from __future__ import annotations
 
 from attn_cli.models.config import ModelConfig
-from attn_cli.models.families import HFConfig, activation
+from attn_cli.models.families.hf_config import HFConfig, activation
 
 NAMES = ("gpt_neox",)
 PREFIXES = ("gpt_neox.",)

@@ -1,9 +1,6 @@
-"""`attn train` and `attn history` (SPEC §8), registered on cli.app.
-
-`attn train` trains the seeded model of the given options on the CPU and saves a folder that
-`--model DIR` reads; `attn history --model DIR` shows a head forming over the snapshots that
-`--snapshots N` kept. Like every command: parse, call the core (train.py), print, and import
-torch only inside the command.
+"""`attn train` (SPEC §8): train the seeded model of the given options on the CPU and save a
+folder that `--model DIR` reads. Like every command: parse, call the core (train.py), print,
+and import torch only inside the command.
 """
 
 from __future__ import annotations
@@ -16,9 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from attn_cli.cli import (DFF, DModel, Encoding, Errors, File, Heads, Json, Layers, NoColor,
-                          Precision, Seed, _check_formats, _input, _model, _output, _read,
-                          app, handle_errors, note)
+from attn_cli.commands.options import (DFF, DModel, Encoding, Errors, File, Heads, Layers, NoColor,
+                                       _model, _output, _read, handle_errors, note)
 from attn_cli.errors import ConfigError, InputError
 
 
@@ -26,7 +22,6 @@ def _train(*names, **kwargs):
     return typer.Option(*names, rich_help_panel="Training", **kwargs)
 
 
-@app.command()
 @handle_errors
 def train(
     text: Annotated[Optional[str], typer.Argument(
@@ -66,6 +61,7 @@ def train(
     reads: watch a previous-token head and an induction head form."""
     from attn_cli import output
     from attn_cli import train as tr
+    from attn_cli.documents.train import train_header
 
     if out is None:
         raise ConfigError("attn train needs --out DIR: the folder to save the trained model in")
@@ -75,7 +71,7 @@ def train(
     tr.check_out(out, overwrite)
     source = _read(text, file, errors) if (text is not None or file is not None) else None
     from attn_cli.models.config import ModelConfig
-    from attn_cli.tokenize import VocabTokenizer, get_encoding, repeated_random
+    from attn_cli.tokenizers import VocabTokenizer, get_encoding, repeated_random
 
     options = ModelConfig(n_layers=2 if layers is None else layers,
                           n_heads=4 if heads is None else heads,
@@ -108,8 +104,7 @@ def train(
     model = tr.initial(options, vocab)
     about = {**task, "steps": settings.steps, "batch": settings.batch, "lr": settings.lr,
              "context": settings.context, "seed": options.seed}
-    header = {"schema_version": 1, "command": "train", "out": str(out), "encoding": enc.name,
-              "vocab": tokenizer.n_vocab, "model": model.cfg.to_dict(), "training": about}
+    header = train_header(out, enc.name, tokenizer.n_vocab, model.cfg, about)
     run = tr.Training(model, batches, settings, probe)
     if json:
         write = sys.stdout.buffer
@@ -120,14 +115,14 @@ def train(
                 write.write(output.dumps(report.to_dict()))
                 write.flush()
     else:
-        from attn_cli import train_view
+        from attn_cli.views.train import columns, line, title
 
         console = output.make_console(no_color, record=False)
         with output.writing_stdout():
-            console.print(train_view.title(model.cfg, tokenizer, task, settings))
-            console.print(train_view.columns())
+            console.print(title(model.cfg, tokenizer, task, settings))
+            console.print(columns())
             for report in run:
-                console.print(train_view.line(report))
+                console.print(line(report))
     history = [r.to_dict() for r in run.reports]
     tr.save(out, model, tr.config_json(model, enc.name, vocab, about), history, probe,
             run.snapshots, overwrite)
@@ -139,46 +134,3 @@ def train(
         start = tokenizer.decode(int(r) for r in rows[:4])
         note(f"look at it: attn generate --model {out} {shlex.quote(start)} -n 20" +
              (f"; attn history --model {out}" if snapshots else ""))
-
-
-@app.command()
-@handle_errors
-def history(
-    model: Annotated[Optional[str], _input(
-        "--model", help="A folder written by attn train --snapshots N.",
-        show_default=False)] = None,
-    layer: Annotated[Optional[int], typer.Option(
-        "--layer", help="Layer of the head to follow [default: the best induction head's].",
-        show_default=False)] = None,
-    head: Annotated[Optional[int], typer.Option(
-        "--head", help="Head to follow [default: the best induction head].",
-        show_default=False)] = None,
-    maps: Annotated[int, typer.Option("--maps", help="Heat maps shown (snapshots spread "
-                                                     "evenly, first and last included).")] = 3,
-    precision: Precision = 2, json: Json = False, no_color: NoColor = False,
-) -> None:
-    """How a trained model's head formed: its scores at every snapshot, and its attention on
-    the probe at a few of them."""
-    from attn_cli import output
-    from attn_cli import train as tr
-    from attn_cli import train_view
-
-    _check_formats(json, False, None, None)
-    if model is None:
-        raise ConfigError("attn history needs --model DIR: a folder written by attn train "
-                          "--snapshots N")
-    if maps < 1:
-        raise ConfigError(f"--maps must be at least 1, got {maps}")
-    folder = Path(model)
-    if not (folder / "training.json").is_file():
-        raise InputError(f"{folder} has no training.json: attn history reads folders written "
-                         f"by attn train")
-    hist = tr.load_history(folder, layer, head)
-    if json:
-        output.write_json(train_view.history_doc(hist))
-        return
-    from attn_cli.render import View
-
-    console = output.make_console(no_color, record=False)
-    view = View(precision=precision, color=output.uses_color(console), width=console.width)
-    output.show(console, train_view.history_view(hist, view, maps), None, None, "attn history")

@@ -1,6 +1,6 @@
-"""`attn cross SOURCE TARGET`: the encoder–decoder command (SPEC §6), registered on cli.app.
+"""`attn cross SOURCE TARGET`: the encoder–decoder command (SPEC §6).
 
-Kept in its own module so cli.py only imports it; like every command it parses, calls the core
+Like every command it parses, calls the core
 (cross.py, models/encdec.py), prints once, and imports torch only inside the command.
 """
 
@@ -12,11 +12,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from attn_cli.cli import (DFF, AllowSpecial, DModel, Device, Dims, Dtype, Encoding, Errors, File,
-                          Full, HeadList, Heads, Html, Json, LayerList, Layers, NDJson, NoColor,
-                          Precision, Seed, Svg, TopK, Truncate, _check_formats, _dims,
-                          _resolve_device, _terminal, app, handle_errors, note)
+from attn_cli.commands.options import (AllowSpecial, Device, DFF, Dims, DModel, Dtype, Encoding,
+                                       Errors, File, Full, HeadList, Heads, Html, Json, LayerList,
+                                       Layers, NDJson, NoColor, Precision, Seed, Svg, TopK,
+                                       Truncate, _check_formats, _dims, _resolve_device, _terminal,
+                                       handle_errors, note)
 from attn_cli.errors import ConfigError, InputError
+
 
 DEFAULT_SOURCE = "Le chat est assis sur le tapis."
 DEFAULT_TARGET = "The cat sat on the mat."
@@ -99,7 +101,7 @@ def build(layers, heads, d_model, d_ff, seed, encoding, model, device, dtype=Non
     from attn_cli import budget
     from attn_cli.models import encdec
     from attn_cli.models.config import ModelConfig
-    from attn_cli.tokenize import get_tokenizer
+    from attn_cli.tokenizers import get_tokenizer
 
     cfg = ModelConfig(n_layers=2 if layers is None else layers,
                       n_heads=4 if heads is None else heads,
@@ -132,7 +134,6 @@ def _one(values: list, flag: str, default):
     return values[0]
 
 
-@app.command()
 @handle_errors
 def cross(
     texts: Annotated[Optional[list[str]], typer.Argument(
@@ -183,7 +184,7 @@ def cross(
     source, target = read_pair(texts, file, target_file, errors)
     net, tokenizer, name = build(layers, heads, d_model, d_ff, seed, encoding, model, device,
                                  dtype)
-    from attn_cli.tokenize import tokenize
+    from attn_cli.tokenizers import tokenize
 
     enc, dec = net.encoder.cfg, net.decoder.cfg
     src = _fit(tokenize(source, tokenizer, allow_special), enc.n_positions, truncate, "source")
@@ -199,34 +200,35 @@ def cross(
     keep = cross_lib.select(enc, dec, chosen, layer, head)
     cap = cross_lib.run(net, source, target, name, src, tgt, keep,
                         stages=steps or query is not None)
-    from attn_cli import cross_view, output
+    from attn_cli import output
+    from attn_cli.documents.cross import (attention_record, cross_doc, embeddings_doc,
+                                          header_doc, query_doc, steps_doc)
+    from attn_cli.documents.attention import steps_ndjson
+    from attn_cli.views.cross import cross_view, steps_view
 
     n = max(len(src), len(tgt))
     if steps:
         h = cap.heads[0]
         if json or ndjson:
-            doc = cross_view.steps_doc(cap, h, query)
+            doc = steps_doc(cap, h, query)
             if json:
                 output.write_json(doc)
             else:
-                stages = doc.pop("stages")
-                q = doc.pop("query", None)
-                records = [{"stage": s, "values": v} for s, v in stages.items()]
-                output.write_ndjson(doc, records + ([{"query": q}] if q is not None else []))
+                output.write_ndjson(*steps_ndjson(doc))
         else:
-            _terminal("cross", lambda view: cross_view.steps_view(cap, h, view, query), no_color,
+            _terminal("cross", lambda view: steps_view(cap, h, view, query), no_color,
                       svg, html, precision=precision, dims=dims, full=full, n=n)
         return
     if json:
-        output.write_json(cross_view.cross_doc(cap, top_k, query))
+        output.write_json(cross_doc(cap, top_k, query))
     elif ndjson:
-        records = (cross_view.attention_record(cap, h, top_k) for h in cap.heads)
-        last = [{"embeddings": cross_view.embeddings_doc(cap)}]
+        records = (attention_record(cap, h, top_k) for h in cap.heads)
+        last = [{"embeddings": embeddings_doc(cap)}]
         if query is not None:
-            last.append({"query": cross_view.query_doc(cap, query)})
-        output.write_ndjson(cross_view.header_doc(cap), _chain(records, last))
+            last.append({"query": query_doc(cap, query)})
+        output.write_ndjson(header_doc(cap), _chain(records, last))
     else:
-        _terminal("cross", lambda view: cross_view.cross_view(cap, chosen, view, query),
+        _terminal("cross", lambda view: cross_view(cap, chosen, view, query),
                   no_color, svg, html, precision=precision, top_k=top_k, dims=dims, full=full,
                   n=n)
 

@@ -1,8 +1,8 @@
-"""Predictions and generation on the terminal and as JSON: `inspect --predict`, `attn generate`.
+"""Predictions and generation on the terminal: `inspect --predict`, `attn generate`.
 
-Plain data in (Candidate, Step from generate.py, Token), rich renderables or JSON-ready dicts
-out; never a tensor. Terminal strings go through `shown` (whitespace made visible, control and
-bidi characters escaped); JSON keeps the exact text.
+Plain data in (Candidate, Step from generate.py, Token), rich renderables out
+(documents/generate.py: JSON); never a tensor. Terminal strings go through `shown` (whitespace
+made visible, control and bidi characters escaped); JSON keeps the exact text.
 """
 
 from __future__ import annotations
@@ -16,12 +16,18 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from attn_cli.render import LABEL_WIDTH, View, _fmt, _ramp, _rgb_style, describe, plural
-from attn_cli.tokenize import Token, visible
-from attn_cli.tokens_view import SCHEMA_VERSION
+from attn_cli.tokenizers.base import Token, visible
+from attn_cli.views.matrix import (LABEL_WIDTH, View, _fmt, _ramp, _rgb_style, plural,
+                                   wrap_between)
+from attn_cli.views.parts import describe
+
 
 _SHADES = " ░▒▓█"
+
+
 _BIDI = {0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+
+
 STOPS = {"length": "the -n count", "end_of_text": "the model's end-of-text token",
          "positions": "the model's position limit"}
 
@@ -62,15 +68,17 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def probability(p: float, precision: int) -> str:
+    """A probability to `precision` decimals; one that is not zero but is under 0.001, or that
+    those decimals would show as zero, in scientific form (3.1e-05), never 0.000 (SPEC §7)."""
+    text = _fmt(p, precision)
+    if p > 0 and (p < 1e-3 or float(text) == 0):
+        return f"{p:.1e}"
+    return text
+
+
 def _prob_style(p: float, view: View):
     return _rgb_style(*_ramp(p)) if view.color else ""
-
-
-# ---------------------------------------------------------------- inspect --predict
-
-def predictions_records(tokens: list[Token], preds) -> list[dict]:
-    """JSON: one {index, top: [{id, token, probability}]} per input position."""
-    return [{"index": t.index, "top": [c.to_dict() for c in top]} for t, top in zip(tokens, preds)]
 
 
 def predictions_panel(tokens: list[Token], preds, view: View) -> RenderableType:
@@ -84,7 +92,7 @@ def predictions_panel(tokens: list[Token], preds, view: View) -> RenderableType:
         cells = []
         for c in top:
             cell = Text(_cut(shown(c.raw, c.id), 16) + " ")
-            cell.append(_fmt(float(c.probability), view.precision),
+            cell.append(probability(float(c.probability), view.precision),
                         style=_prob_style(float(c.probability), view))
             cells.append(cell)
         table.add_row(_cut(f"{t.index} {shown(t.raw)}", LABEL_WIDTH), *cells)
@@ -96,50 +104,6 @@ def with_predictions(view_renderable: RenderableType, tokens, preds, view: View
                      ) -> RenderableType:
     return Group(view_renderable, Text(), predictions_panel(tokens, preds, view))
 
-
-# ---------------------------------------------------------------- generate: JSON
-
-def generate_header(prompt: str, encoding: str, cfg, tokens: list[Token], sampling) -> dict:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "command": "generate",
-        "prompt": prompt,
-        "encoding": encoding,
-        "model": cfg.to_dict(),
-        "tokens": [t.to_dict() for t in tokens],
-        "sampling": sampling.to_dict(),
-    }
-
-
-def step_record(step) -> dict:
-    return {
-        "index": step.index,
-        "id": step.id,
-        "token": step.text,
-        "bytes": "" if step.raw is None else step.raw.hex(),
-        "probability": step.probability,
-        "top": [c.to_dict() for c in step.top],
-        "attention": [{"layer": layer, "head": head, "weights": w}
-                      for layer, head, w in step.attention],
-    }
-
-
-def continuation(steps) -> str:
-    return b"".join(s.raw or b"" for s in steps).decode("utf-8", errors="replace")
-
-
-def generate_tail(prompt: str, steps, stop: str) -> dict:
-    return {"text": prompt + continuation(steps), "stop": stop}
-
-
-def generate_doc(prompt: str, encoding: str, cfg, tokens, sampling, steps, stop: str) -> dict:
-    doc = generate_header(prompt, encoding, cfg, tokens, sampling)
-    doc["generated"] = [step_record(s) for s in steps]
-    doc.update(generate_tail(prompt, steps, stop))
-    return doc
-
-
-# ---------------------------------------------------------------- generate: terminal
 
 def generate_title(cfg, encoding: str, n_prompt: int, sampling) -> Text:
     how = "greedy" if sampling.greedy else (
@@ -175,7 +139,7 @@ class LiveText:
             self.console.file.flush()
         else:
             self.console.print(f"{step.index:>5}  {shown(step.raw, step.id):<16} "
-                               f"{_fmt(float(step.probability), self.precision)}",
+                               f"{probability(float(step.probability), self.precision)}",
                                soft_wrap=True)
 
     def end(self) -> None:
@@ -227,16 +191,14 @@ def summary(tokens: list[Token], steps, stop: str, sampling, view: View) -> Rend
         line.append(f"{_cut(shown(step.raw, step.id), LABEL_WIDTH):<{LABEL_WIDTH}} ",
                     style="bold")
         p = float(step.probability)
-        line.append(_fmt(p, view.precision), style=_prob_style(p, view))
+        line.append(probability(p, view.precision), style=_prob_style(p, view))
         runners = [c for c in step.top if c.id != step.id]
         if runners:
             line.append("   runners-up: ", style="dim")
-        for n, c in enumerate(runners):
-            if n:
-                line.append(" · ")
-            line.append(_cut(shown(c.raw, c.id), 12))
-            line.append(f" {_fmt(float(c.probability), view.precision)}", style="cyan")
-        parts.append(line)
+        items = [Text.assemble(_cut(shown(c.raw, c.id), 12),
+                               (f" {probability(float(c.probability), view.precision)}", "cyan"))
+                 for c in runners]
+        parts += wrap_between(items, view.width, lead=line)
         for layer, head, w in step.attention:
             strip = Text(" " * 6)
             label = f"L{layer} " + ("mean" if head < 0 else f"H{head}")

@@ -1,6 +1,6 @@
-"""`attn train` progress and `attn history` on the terminal and as JSON.
+"""`attn train` progress and `attn history` on the terminal.
 
-Plain data in (Report, History from train.py), rich renderables or JSON-ready dicts out.
+Plain data in (Report, History from train.py), rich renderables out (documents/train.py: JSON).
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from attn_cli.render import View, _fmt, _opt, panels, plural
-from attn_cli.tokens_view import SCHEMA_VERSION
+from attn_cli.views.matrix import View, _fmt, _opt, panels, plural
+
 
 BAR = 12  # characters for a score of 1
+
+
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 
 
@@ -57,8 +59,6 @@ def line(report) -> Text:
     return Text(f"{report.step:>6}  {report.loss:7.3f}   {_best(report.induction)}"
                 f"{_best(report.previous).rstrip()}")
 
-
-# ---------------------------------------------------------------- attn history
 
 def _spread(n: int, k: int) -> list[int]:
     """k indices of 0 … n−1 spread evenly, first and last included."""
@@ -103,17 +103,3 @@ def _best_doc(best: dict | None) -> str:
     if best is None:
         return "–"
     return f"L{best['layer']} H{best['head']}  {best['score']:.2f} {bar(best['score'])}"
-
-
-def history_doc(hist) -> dict:
-    doc = {"schema_version": SCHEMA_VERSION, "command": "history", "model": str(hist.folder),
-           "reports": hist.reports}
-    if hist.weights is None:
-        return {**doc, "snapshots": None}
-    return {**doc, "layer": hist.layer, "head": hist.head,
-            "probe": [t.to_dict() for t in hist.probe],
-            "snapshots": [{"step": step, "loss": None if np.isnan(loss) else np.float32(loss),
-                           "induction": None if s.induction is None else np.float32(s.induction),
-                           "previous_token": np.float32(s.previous_token), "weights": w}
-                          for step, loss, s, w in zip(hist.steps, hist.losses, hist.scores,
-                                                      hist.weights)]}

@@ -1,6 +1,6 @@
-"""`attn cross`: CrossCapture -> rich renderables, and CrossCapture -> JSON-ready dicts.
+"""`attn cross` on the terminal: CrossCapture -> rich renderables (documents/cross.py: JSON).
 
-The matrices, heat maps, token strips, labels and top-k lines are render.py's own; this module
+The matrices, heat maps, token strips, labels and top-k lines are views/matrix.py's; this module
 only says which tokens are rows and which are columns for each kind of attention:
     encoder  source × source, nothing masked
     decoder  target × target, the future masked (·)
@@ -18,9 +18,10 @@ from rich.text import Text
 
 from attn_cli import analysis
 from attn_cli.cross import CrossCapture, CrossHead
-from attn_cli.render import (LABEL_WIDTH, View, _fmt, _label, embeddings_table, f32, matrix,
-                             plural, token_strip, top_lines, vectors)
-from attn_cli.tokens_view import SCHEMA_VERSION
+from attn_cli.views.matrix import LABEL_WIDTH, View, _fmt, _label, matrix, plural, token_strip
+from attn_cli.views.parts import embeddings_table, top_lines
+from attn_cli.views.steps import vectors
+
 
 TITLES = {
     "encoder": ("Encoder self-attention (bidirectional)",
@@ -33,10 +34,10 @@ TITLES = {
               "which source tokens each target token reads: target tokens down, source tokens "
               "across; Q from the decoder, K and V from the encoder's output"),
 }
+
+
 KIND_NAMES = {"encoder": "Encoder", "decoder": "Decoder", "cross": "Cross"}
 
-
-# ---------------------------------------------------------------- pieces
 
 def describe(cap: CrossCapture) -> str:
     enc, dec = cap.encoder, cap.decoder
@@ -75,7 +76,7 @@ def weights_matrix(cap: CrossCapture, h: CrossHead, view: View) -> RenderableTyp
 
 
 def _stack(cap: CrossCapture, kind: str) -> SimpleNamespace:
-    """What render.top_lines and render.embeddings_table read, for one stack's own tokens."""
+    """What parts.top_lines and parts.embeddings_table read, for one stack's own tokens."""
     tokens = cap.source_tokens if kind == "encoder" else cap.target_tokens
     embeddings = cap.encoder_embeddings if kind == "encoder" else cap.decoder_embeddings
     return SimpleNamespace(tokens=tokens, config=cap.config(kind), embeddings=embeddings,
@@ -83,7 +84,7 @@ def _stack(cap: CrossCapture, kind: str) -> SimpleNamespace:
 
 
 def cross_top_lines(cap: CrossCapture, h: CrossHead, view: View) -> Text:
-    """render.top_lines for a matrix whose rows (target) and keys (source) differ."""
+    """parts.top_lines for a matrix whose rows (target) and keys (source) differ."""
     text = Text()
     tops = analysis.top_k(h.weights, view.top_k, False)
     for t, keys in zip(cap.target_tokens, tops):
@@ -140,8 +141,6 @@ def query_lines(cap: CrossCapture, h: CrossHead, query: int, view: View) -> list
     return out
 
 
-# ---------------------------------------------------------------- the view
-
 def cross_view(cap: CrossCapture, chosen: list[str], view: View,
                query: int | None = None) -> Group:
     parts: list[RenderableType] = [header(cap), *strips(cap), Text()]
@@ -167,8 +166,6 @@ def cross_view(cap: CrossCapture, chosen: list[str], view: View,
             parts.append(Text())
     return Group(*parts)
 
-
-# ---------------------------------------------------------------- steps
 
 def formula(h: CrossHead) -> str:
     if h.kind == "cross":
@@ -235,85 +232,3 @@ def steps_view(cap: CrossCapture, h: CrossHead, view: View, query: int | None) -
     if query is not None:
         parts.extend(query_lines(cap, h, query, view))
     return Group(*parts)
-
-
-# ---------------------------------------------------------------- JSON
-
-def model_doc(cap: CrossCapture) -> dict:
-    enc, dec = cap.encoder, cap.decoder
-
-    def stack(c) -> dict:
-        return {"layers": c.n_layers, "heads": c.n_heads, "d_head": c.d_head, "d_ff": c.d_ff,
-                "causal": c.causal}
-
-    out = {"source": enc.source, "family": enc.family, "seed": enc.seed,
-           "positions": enc.positions, "d_model": enc.d_model,
-           "encoder": stack(enc), "decoder": stack(dec),
-           "decoder_start_token_id": cap.start_id, "dtype": enc.dtype}
-    if enc.positions == "learned":
-        out["n_positions"] = enc.n_positions
-    if enc.vocab_size is not None:
-        out["vocab_size"] = enc.vocab_size
-    return out
-
-
-def header_doc(cap: CrossCapture) -> dict:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "command": "cross",
-        "source": cap.source,
-        "target": cap.target,
-        "encoding": cap.encoding,
-        "model": model_doc(cap),
-        "source_tokens": [t.to_dict() for t in cap.source_tokens],
-        "target_tokens": [t.to_dict() for t in cap.target_tokens],
-    }
-
-
-def attention_record(cap: CrossCapture, h: CrossHead, top_k: int) -> dict:
-    keys = cap.cols(h.kind)
-    tops = analysis.top_k(h.weights, top_k, h.causal)
-    return {
-        "kind": h.kind,
-        "layer": h.layer,
-        "head": h.head,
-        "weights": h.weights,
-        "entropy": analysis.entropy(h.weights),
-        "top": [{"query": i, "keys": [{"index": a.index, "token": keys[a.index].text,
-                                       "weight": f32(a.weight)} for a in row]}
-                for i, row in enumerate(tops)],
-    }
-
-
-def embeddings_doc(cap: CrossCapture) -> dict:
-    return {"encoder": cap.encoder_embeddings, "decoder": cap.decoder_embeddings}
-
-
-def query_doc(cap: CrossCapture, query: int) -> dict:
-    return {"index": query, "token": cap.target_tokens[query].text,
-            "heads": [{"kind": h.kind, "layer": h.layer, "head": h.head,
-                       "weights": h.weights[query], "output": h.stages["output"][query]}
-                      for h in cap.heads if h.kind != "encoder"]}
-
-
-def cross_doc(cap: CrossCapture, top_k: int, query: int | None = None) -> dict:
-    doc = header_doc(cap)
-    doc["attention"] = [attention_record(cap, h, top_k) for h in cap.heads]
-    doc["embeddings"] = embeddings_doc(cap)
-    if query is not None:
-        doc["query"] = query_doc(cap, query)
-    return doc
-
-
-STEP_NAMES = ("x", "memory", "q", "k", "v", "scores", "scaled", "masked", "weights", "output")
-
-
-def steps_doc(cap: CrossCapture, h: CrossHead, query: int | None) -> dict:
-    stages = dict(h.stages, weights=h.weights)
-    out = {**header_doc(cap), "kind": h.kind, "layer": h.layer, "head": h.head,
-           "d_head": cap.config(h.kind).d_head,
-           "stages": {name: stages[name] for name in STEP_NAMES if name in stages}}
-    if query is not None:
-        out["query"] = {"index": query, "weights": h.weights[query],
-                        "output": h.stages["output"][query]}
-    return out

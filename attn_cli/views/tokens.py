@@ -1,5 +1,5 @@
-"""The views of `attn tokens` and `attn encodings`, apart from render.py so that they need
-neither torch nor NumPy (SPEC §5: `attn tokens` is held to the cost of tiktoken alone)."""
+"""The views of `attn tokens` and `attn encodings`: tables that need neither torch nor NumPy
+(SPEC §5: `attn tokens` is held to the cost of tiktoken alone)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from rich import box
 from rich.table import Table
 
 from attn_cli import safe
-from attn_cli.tokenize import Token
-
-SCHEMA_VERSION = 1
+from attn_cli.tokenizers.base import Token
 
 
 def tokens_table(tokens: list[Token]) -> Table:
@@ -25,11 +23,6 @@ def tokens_table(tokens: list[Token]) -> Table:
         row = [str(t.index), str(t.id), safe.terminal(t.display), str(len(t.raw))]
         table.add_row(*row, *(["special" if t.special else ""] if specials else []))
     return table
-
-
-def tokens_doc(text: str, encoding: str, tokens: list[Token]) -> dict:
-    return {"schema_version": SCHEMA_VERSION, "command": "tokens", "text": text,
-            "encoding": encoding, "count": len(tokens), "tokens": [t.to_dict() for t in tokens]}
 
 
 def encodings_table(rows: list[tuple[str, str]]) -> Table:
