@@ -7,7 +7,8 @@ out of the forward pass.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import gc
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -87,10 +88,12 @@ def stream(model, text: str, encoding: str, tokens: list[Token],
     When it ends, cap.embeddings is filled in (and, with `hidden`, cap.hidden: the residual
     stream after every block, which no view shows; run keeps it for the parity tests).
 
-    ahead > 0: the forward pass runs on a thread of its own, at most `ahead` layers ahead of
-    the reader, so that a layer can be written while the next ones are computed, and only a
-    few layers' matrices are ever held at once. The checks (positions, memory) are made here,
-    before anything runs."""
+    ahead > 0 (and more than one layer kept): the forward pass runs on a thread of its own,
+    at most `ahead` layers ahead of the reader (more where a layer's matrices are small: up
+    to AHEAD_BYTES of them), so that a layer can be written while the next ones are computed,
+    and only a few layers' matrices are ever held at once. The checks (positions, memory)
+    are made here, before anything runs; a streamed checkpoint's block values are checked
+    here too, beside the forward pass, before this returns (nothing is shown before)."""
     if not tokens:
         raise InputError("the text produced no tokens")
     cfg = model.cfg
@@ -102,11 +105,19 @@ def stream(model, text: str, encoding: str, tokens: list[Token],
     from attn_cli import budget
 
     kept = sum(len(h) for h in keep.values())
-    if ahead:  # the layers in the queue, the one being read and the one being made
-        kept = min(kept, (ahead + 2) * max(map(len, keep.values()), default=0))
+    widest = max(map(len, keep.values()), default=0)
+    threaded = ahead > 0 and len(keep) > 1
+    if threaded:  # the layers in the queue, the one being read and the one being made
+        per_layer = widest * len(tokens) ** 2 * 4 * (4 if stages else 1)  # T×T float32 each
+        ahead = max(ahead, AHEAD_BYTES // max(per_layer, 1))
+        kept = min(kept, (ahead + 2) * widest)
     budget.check_run(cfg, len(tokens), kept, stages, model.block_source is not None)
     cap = Capture(text=text, encoding=encoding, tokens=tokens, config=cfg, heads=[],
                   hidden=[], embeddings=None)
+    # What is alive now (the imports, the model) lives until the command ends: the cyclic
+    # collector need not walk it again at each full collection while the layers are made
+    # and written (for every head of a real-size model, that was over a second).
+    gc.freeze()
 
     def layers() -> Iterator[list[HeadCapture]]:
         x = None
@@ -122,8 +133,23 @@ def stream(model, text: str, encoding: str, tokens: list[Token],
                 yield captured
         cap.embeddings = _np32(model.final(x))
 
-    cap.pending = layers() if ahead == 0 else _threaded(layers(), ahead)
+    check, model.unchecked = model.unchecked, None
+    if not threaded:
+        if check is not None:
+            check()
+        cap.pending = layers()
+        return cap
+    cap.pending, halt = _threaded(layers(), ahead)
+    if check is not None:
+        try:
+            check()
+        except BaseException:
+            halt()
+            raise
     return cap
+
+
+AHEAD_BYTES = 32 * 2**20  # the forward thread may run ahead by this many bytes of matrices
 
 
 def _np32(t) -> np.ndarray:
@@ -133,14 +159,16 @@ def _np32(t) -> np.ndarray:
 _DONE = object()
 
 
-def _threaded(items: Iterator, ahead: int) -> Iterator:
-    """The items of `items`, made on a thread of its own at most `ahead` items ahead of the
-    reader; an exception there is raised here, where the item would have been.
+def _threaded(items: Iterator, ahead: int) -> tuple[Iterator, Callable[[], None]]:
+    """(reader, halt): the items of `items` as the reader yields them, made on a thread of its
+    own (started now) at most `ahead` items ahead of the reader; an exception there is raised
+    by the reader, where the item would have been. halt() stops the maker and waits for it.
 
-    However the reader stops (done, an error, Ctrl-C, a closed pipe), the maker is told to stop
-    and waited for before the interpreter shuts down: it finishes the item it is making (one
-    block of the forward pass) and makes no other. A thread still inside torch when Python
-    finalises would abort the process ("terminate called without an active exception")."""
+    However the reader stops (done, an error, Ctrl-C, a closed pipe), or if it is never read,
+    the maker is told to stop and waited for before the interpreter shuts down: it finishes
+    the item it is making (one block of the forward pass) and makes no other. A thread still
+    inside torch when Python finalises would abort the process ("terminate called without an
+    active exception")."""
     import atexit
     import queue
     import threading
@@ -162,6 +190,13 @@ def _threaded(items: Iterator, ahead: int) -> Iterator:
             made.put((_DONE, None))
         except BaseException as exc:  # noqa: BLE001 - handed to the reader
             made.put((None, exc))
+        finally:  # a generator stopped early is closed here, in the thread that ran it
+            close = getattr(items, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - it was stopped; nothing is lost
+                    pass
 
     maker = threading.Thread(target=make, name="attn-forward", daemon=True)
 
@@ -172,17 +207,20 @@ def _threaded(items: Iterator, ahead: int) -> Iterator:
                 made.get(timeout=0.05)
             except queue.Empty:
                 pass
+        atexit.unregister(halt)
+
+    def read() -> Iterator:
+        try:
+            while True:
+                item, exc = made.get()
+                if exc is not None:
+                    raise exc
+                if item is _DONE:
+                    return
+                yield item
+        finally:
+            halt()
 
     atexit.register(halt)
     maker.start()
-    try:
-        while True:
-            item, exc = made.get()
-            if exc is not None:
-                raise exc
-            if item is _DONE:
-                return
-            yield item
-    finally:
-        halt()
-        atexit.unregister(halt)
+    return read(), halt

@@ -31,17 +31,6 @@ _JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
 STDOUT = "standard output"
 
 
-def _contiguous(obj):
-    """orjson's fallback: NumPy views that are not C-contiguous, and NumPy scalars."""
-    import numpy as np
-
-    if isinstance(obj, np.ndarray):
-        return np.ascontiguousarray(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"cannot serialise {type(obj).__name__}")
-
-
 def _dumps(obj) -> bytes:
     return orjson.dumps(obj, default=_contiguous, option=_JSON_OPTS)
 
@@ -63,28 +52,76 @@ class Later:
         self.make = make
 
 
-def _chunks(doc) -> Iterator[bytes]:
-    """The bytes of dumps(doc), in pieces: one per Stream item, one per other top-level field."""
-    if not isinstance(doc, dict) or not any(isinstance(v, (Stream, Later))
-                                            for v in doc.values()):
-        yield _dumps(doc) + b"\n"
+class Rows:
+    """A 2-D NumPy array in a JSON document (the same bytes as the array itself), which
+    write_json and write_ndjson write a block of rows at a time where it is a field of a
+    Stream item or record: its whole text (130 MB for a 4,096-token matrix) is never made at
+    once, and the GIL is let go between blocks."""
+
+    def __init__(self, array) -> None:
+        self.array = array
+
+
+_BLOCK_VALUES = 1 << 16  # values per block of rows (about 0.8 MB of text)
+
+
+def _contiguous(obj):
+    """orjson's fallback: Rows, NumPy views that are not C-contiguous, and NumPy scalars."""
+    import numpy as np
+
+    if isinstance(obj, Rows):
+        return np.ascontiguousarray(obj.array)
+    if isinstance(obj, np.ndarray):
+        return np.ascontiguousarray(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def _rows(array) -> Iterator[bytes]:
+    """The text of a 2-D array, a block of rows at a time."""
+    step = max(1, _BLOCK_VALUES // max(1, array.shape[-1]))
+    opening = b"["
+    for start in range(0, len(array), step):
+        yield opening
+        yield memoryview(_dumps(array[start:start + step]))[1:-1]  # "[r],[r]" of "[[r],[r]]"
+        opening = b","
+    yield b"[]" if opening == b"[" else b"]"
+
+
+def _pieces(value) -> Iterator[bytes]:
+    """The bytes of _dumps(value) in pieces. A dict with a Stream, Later or Rows field is
+    written field by field: a Stream item by item (each in pieces: a record can be
+    megabytes), a Later when its turn comes, a Rows a block of rows at a time. Anything else
+    is one piece."""
+    if not isinstance(value, dict) or not any(isinstance(v, (Stream, Later, Rows))
+                                              for v in value.values()):
+        yield _dumps(value)
         return
     sep = b"{"
-    for key, value in doc.items():
+    for key, field in value.items():
         yield sep + _dumps(key) + b":"
         sep = b","
-        if isinstance(value, Stream):
+        if isinstance(field, Stream):
             opening = b"["
-            for item in value.items:
+            for item in field.items:
                 yield opening
-                yield _dumps(item)  # not joined to the comma: a record can be megabytes
+                yield from _pieces(item)
                 opening = b","
             yield b"[]" if opening == b"[" else b"]"
-        elif isinstance(value, Later):
-            yield _dumps(value.make())
+        elif isinstance(field, Later):
+            yield _dumps(field.make())
+        elif isinstance(field, Rows):
+            yield from _rows(field.array)
         else:
-            yield _dumps(value)
-    yield b"}\n"
+            yield _dumps(field)
+    yield b"}"
+
+
+def _chunks(doc) -> Iterator[bytes]:
+    """The bytes of dumps(doc), in pieces (_pieces), then the newline."""
+    yield from _pieces(doc)
+    yield b"\n"
 
 
 def dumps(doc) -> bytes:
@@ -92,44 +129,60 @@ def dumps(doc) -> bytes:
     return b"".join(_chunks(doc))
 
 
-def float_texts(values) -> list[bytes]:
-    """Each value of a 1-D float32 NumPy array as dumps writes it: one call for them all."""
-    if not len(values):
-        return []
-    return _dumps(values)[1:-1].split(b",")
+class Texts:
+    """Byte strings laid end to end in one NumPy uint8 buffer: item i is
+    buf[start[i]:start[i] + length[i]]. What `joined` picks from, in any order, without a
+    Python loop over the items."""
+
+    def __init__(self, buf, start, length) -> None:
+        self.buf, self.start, self.length = buf, start, length
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    @classmethod
+    def of(cls, items: list[bytes]) -> "Texts":
+        import numpy as np
+
+        length = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+        return cls(np.frombuffer(b"".join(items), dtype=np.uint8),
+                   np.cumsum(length) - length, length)
+
+    @classmethod
+    def concat(cls, *parts: "Texts") -> tuple["Texts", list[int]]:
+        """One table of all the parts' items, and where each part's items begin in it."""
+        import numpy as np
+
+        firsts = np.cumsum([0] + [len(p) for p in parts])[:-1].tolist()
+        at = np.cumsum([0] + [len(p.buf) for p in parts])[:-1]
+        return cls(np.concatenate([p.buf for p in parts]),
+                   np.concatenate([p.start + a for p, a in zip(parts, at)]),
+                   np.concatenate([p.length for p in parts])), firsts
 
 
-def zero_above_diagonal(stack) -> list[bool]:
-    """For each (T, T) float32 matrix of a (n, T, T) stack: is every entry above the diagonal
-    exactly +0.0 (bits, not values: −0.0 would print as -0.0)? What causal_matrix needs to
-    know, found with one masked pass per matrix instead of a check per row."""
+def float_texts(values) -> Texts:
+    """Each value of a 1-D float32 NumPy array as dumps writes it (one orjson call for them
+    all; a value's text never holds a comma, so the commas split them)."""
     import numpy as np
 
-    n, T = stack.shape[0], stack.shape[-1]
-    if stack.dtype != np.float32 or stack.shape[1:] != (T, T) or T < 2:
-        return [False] * n
-    above = np.triu(np.full((T, T), 0xFFFFFFFF, dtype=np.uint32), 1)
-    scratch = np.empty((T, T), dtype=np.uint32)
-    return [not np.bitwise_and(m.view(np.uint32), above, out=scratch).any() for m in stack]
+    if not len(values):
+        return Texts(np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    buf = np.frombuffer(_dumps(values), dtype=np.uint8)[1:-1]  # without [ and ]
+    commas = np.flatnonzero(buf == ord(","))
+    start = np.concatenate(([0], commas + 1))
+    return Texts(buf, start, np.concatenate((commas, [len(buf)])) - start)
 
 
-def causal_matrix(weights, zero_above: bool | None = None):
-    """A (T, T) float32 matrix as dumps writes it, as an orjson.Fragment, when its upper
-    triangle is exact +0.0 (a causal head): row i's first i+1 values are formatted and the
-    rest is a copied run of ",0.0" (the same bytes as formatting each zero), joined in one
-    copy. Any other matrix is returned as it is, for dumps to format. zero_above: what
-    zero_above_diagonal found for it (None: find out here)."""
-    T = weights.shape[0]
-    if zero_above is None:
-        zero_above = zero_above_diagonal(weights[None])[0]
-    if not zero_above:
-        return weights
-    zeros = memoryview(b",0.0" * (T - 1))
-    parts = [b"["]
-    for i in range(T):
-        parts += (memoryview(_dumps(weights[i, :i + 1]))[:-1], zeros[:4 * (T - 1 - i)], b"],")
-    parts[-1] = b"]]"
-    return orjson.Fragment(b"".join(parts))
+def joined(table: Texts, ids):
+    """The items ids[0], ids[1], … of `table` laid end to end: (uint8 array, the end of each
+    one in it). Made with NumPy (no Python loop, and without the GIL most of the time)."""
+    import numpy as np
+
+    length = table.length[ids]
+    ends = np.cumsum(length)
+    source = np.repeat(table.start[ids] - (ends - length), length)
+    source += np.arange(len(source))
+    return table.buf[source], ends
 
 
 # ---------------------------------------------------------------- standard output
@@ -201,7 +254,9 @@ def write_ndjson(header: dict, records: Iterable[dict]) -> None:
         out = sys.stdout.buffer
         out.write(dumps(header))
         for record in records:
-            out.write(dumps(record))
+            for piece in _pieces(record):
+                out.write(piece)
+            out.write(b"\n")
         out.flush()
 
 

@@ -302,14 +302,15 @@ GPT2_TOKENIZER = [ROOT.parent / "shared" / "fixtures" / "gpt2-tokenizer",
 
 
 def checkpoint(folder: Path, family: str, layers: int, heads: int, d_model: int,
-               kv_heads: int | None = None, d_ff: int | None = None) -> Path:
+               kv_heads: int | None = None, d_ff: int | None = None,
+               vocab: int = 50257, tied: bool = True) -> Path:
     """A checkpoint with random weights (torch.manual_seed(0)), saved as safetensors with
     transformers' save_pretrained beside a byte-level BPE tokenizer (vocab.json + merges.txt).
 
     gpt2: GPT2LMHeadModel, GPT-2's tokenizer (vocab 50,257). llama: LlamaForCausalLM (RMSNorm,
-    rotary, SwiGLU, grouped-query attention, untied LM head) with vocab 32,000 and GPT-2's
-    tokenizer cut to its first 32,000 tokens (the 256 bytes and the first 31,744 merges: GPT-2's
-    ids follow its merge ranks), so every id fits the table."""
+    rotary, SwiGLU, grouped-query attention; LM head tied or not) with `vocab` rows and GPT-2's
+    tokenizer cut to its first `vocab` tokens (the 256 bytes and the first vocab - 256 merges:
+    GPT-2's ids follow its merge ranks), so every id fits the table."""
     if folder.is_dir():  # built earlier in this run
         return folder
     tokenizer = next((d for d in GPT2_TOKENIZER if (d / "vocab.json").is_file()), None)
@@ -323,8 +324,8 @@ def checkpoint(folder: Path, family: str, layers: int, heads: int, d_model: int,
         make = (f"t.LlamaForCausalLM(t.LlamaConfig(hidden_size={d_model}, "
                 f"num_hidden_layers={layers}, num_attention_heads={heads}, "
                 f"num_key_value_heads={kv_heads}, intermediate_size={d_ff}, "
-                f"vocab_size={LLAMA_VOCAB}, max_position_embeddings=2048, "
-                f"tie_word_embeddings=False))")
+                f"vocab_size={vocab}, max_position_embeddings=2048, "
+                f"tie_word_embeddings={tied}))")
     code = ("import sys, torch, transformers as t\n"
             "torch.manual_seed(0)\n"
             f"{make}.save_pretrained(sys.argv[1])\n")
@@ -336,16 +337,13 @@ def checkpoint(folder: Path, family: str, layers: int, heads: int, d_model: int,
         for name in ("vocab.json", "merges.txt"):
             shutil.copy(tokenizer / name, folder / name)
     else:
-        vocab = json.loads((tokenizer / "vocab.json").read_text(encoding="utf-8"))
+        table = json.loads((tokenizer / "vocab.json").read_text(encoding="utf-8"))
         (folder / "vocab.json").write_text(json.dumps(
-            {tok: i for tok, i in vocab.items() if i < LLAMA_VOCAB}), encoding="utf-8")
+            {tok: i for tok, i in table.items() if i < vocab}), encoding="utf-8")
         merges = (tokenizer / "merges.txt").read_text(encoding="utf-8").splitlines()
         (folder / "merges.txt").write_text(
-            "\n".join(merges[:1 + LLAMA_VOCAB - 256]) + "\n", encoding="utf-8")
+            "\n".join(merges[:1 + vocab - 256]) + "\n", encoding="utf-8")
     return folder
-
-
-LLAMA_VOCAB = 32000
 
 
 def checkpoint_tokens(source: list[str], where: Path) -> list[dict]:
@@ -404,26 +402,47 @@ def checkpoint_text(inp: Inputs, folder: Path, n_tokens: int, text: str | None =
     return out, ids
 
 
-# family: (layers, heads, kv heads, d_model, d_ff) at full size and --quick size
-REAL_SIZES = {"gpt2": ((12, 12, 12, 768, 3072), (2, 2, 2, 64, 256)),
-              "llama": ((12, 12, 4, 768, 2048), (2, 4, 2, 64, 128))}
-REAL_TARGETS = {"all": (0.7, 0.6), "1 tok": (0.5, 0.6)}  # (wall, memory)
+@dataclass(frozen=True)
+class Shape:
+    family: str  # gpt2 or llama
+    layers: int
+    heads: int
+    kv_heads: int
+    d_model: int
+    d_ff: int
+    vocab: int
+    tied: bool
+    tokens: int  # the length of the every-head case
+    memory: float  # its memory target (wall: REAL_WALL)
 
 
-def real_checkpoint(inp: Inputs, family: str, quick: bool) -> tuple[Path, tuple]:
-    sizes = REAL_SIZES[family][1 if quick else 0]
-    layers, heads, kv_heads, d_model, d_ff = sizes
-    name = f"{family}-{layers}x{heads}-{d_model}"
-    return checkpoint(inp.tmp / name, family, layers, heads, d_model, kv_heads, d_ff), sizes
+# name: the shape at full size and at --quick size (2 layers, 64 tokens)
+REAL_SIZES = {
+    # GPT-2 small (124M)
+    "gpt2": (Shape("gpt2", 12, 12, 12, 768, 3072, 50257, True, 1000, 0.6),
+             Shape("gpt2", 2, 2, 2, 64, 256, 50257, True, 64, 0.6)),
+    # SmolLM2-135M's shape: 30 layers x 9 heads, 3 kv heads, d_model 576, d_ff 1,536,
+    # vocab 49,152, tied LM head
+    "smollm2": (Shape("llama", 30, 9, 3, 576, 1536, 49152, True, 500, 0.4),
+                Shape("llama", 2, 3, 1, 48, 128, 49152, True, 64, 0.4)),
+}
+REAL_WALL = {"all": 0.7, "1 tok": 0.5}
+ONE_TOKEN_MEMORY = 0.6
 
 
-def target_real(inp: Inputs, family: str, n: int, quick: bool) -> None:
-    """Real-size checkpoints (issue 12): `attn inspect --json` of every head of an n-token
-    text, and loading + one token, each against transformers' eager model writing the
-    attentions and last hidden state with orjson (hf_real.py), paired and alternating."""
-    folder, (layers, heads, kv_heads, d_model, d_ff) = real_checkpoint(inp, family, quick)
-    n_tokens = 64 if quick else 1000
-    cases = {"all": (*checkpoint_text(inp, folder, n_tokens), f"{n_tokens} tokens, every head"),
+def real_checkpoint(inp: Inputs, name: str, quick: bool) -> tuple[Path, Shape]:
+    s = REAL_SIZES[name][1 if quick else 0]
+    folder = inp.tmp / f"{name}-{s.layers}x{s.heads}-{s.d_model}"
+    return checkpoint(folder, s.family, s.layers, s.heads, s.d_model, s.kv_heads, s.d_ff,
+                      s.vocab, s.tied), s
+
+
+def target_real(inp: Inputs, name: str, n: int, quick: bool) -> None:
+    """Real-size checkpoints (issue 12, 24): `attn inspect --json` of every head of an
+    n-token text, and loading + one token, each against transformers' eager model writing
+    the attentions and last hidden state with orjson (hf_real.py), paired and alternating."""
+    folder, s = real_checkpoint(inp, name, quick)
+    cases = {"all": (*checkpoint_text(inp, folder, s.tokens), f"{s.tokens} tokens, every head"),
              "1 tok": (*checkpoint_text(inp, folder, 1, "The"), "loading + 1 token")}
     for case, (text, ids, what) in cases.items():
         attn = ATTN + ["inspect", "--file", str(text), "--model", str(folder), "--json"]
@@ -431,8 +450,9 @@ def target_real(inp: Inputs, family: str, n: int, quick: bool) -> None:
         a, h = paired(attn, hf, n, 0 if quick else 1)
         aw, hw = [r.wall for r in a], [r.wall for r in h]
         am, hm = [r.rss_mb for r in a], [r.rss_mb for r in h]
-        wall_target, mem_target = REAL_TARGETS[case]
-        label = f"{family} {case}"
+        wall_target = REAL_WALL[case]
+        mem_target = s.memory if case == "all" else ONE_TOKEN_MEMORY
+        label = f"{name} {case}"
         wall, mem = pair_ratio(aw, hw), pair_ratio(am, hm)
         line(f"{label} wall", f"{wall:.2f}x", "HF eager", f"(target <= {wall_target:.2f}x)",
              f"attn {median(aw):.2f} s / HF {median(hw):.2f} s ({runs_note(n)}; "
@@ -440,9 +460,10 @@ def target_real(inp: Inputs, family: str, n: int, quick: bool) -> None:
         line(f"{label} memory", f"{mem:.2f}x", "HF eager", f"(target <= {mem_target:.2f}x)",
              f"attn {median(am):,.0f} MB / HF {median(hm):,.0f} MB peak RSS (same runs; "
              f"{spread(am, hm)})", mem <= mem_target, quick)
-    kv = f", {kv_heads} kv heads, d_ff {d_ff}" if kv_heads != heads else ""
-    print(f"{'':<18} both: {family}, {layers} layers x {heads} heads{kv}, d_model {d_model}, "
-          f"random weights (safetensors, built with transformers), --json to /dev/null; "
+    kv = f", {s.kv_heads} kv heads, d_ff {s.d_ff}" if s.kv_heads != s.heads else ""
+    print(f"{'':<18} both: {s.family}, {s.layers} layers x {s.heads} heads{kv}, d_model "
+          f"{s.d_model}, vocab {s.vocab:,}{', tied head' if s.tied else ''}, random weights "
+          f"(safetensors, built with transformers), --json to /dev/null; "
           f"all: {cases['all'][2]}; 1 tok: {cases['1 tok'][2]}\n"
           f"{'':<18} HF: AutoModel eager, output_attentions=True, inference_mode, given the ids; "
           f"attentions + last hidden state in one orjson.dumps (OPT_SERIALIZE_NUMPY)",
@@ -585,9 +606,9 @@ def main() -> int:
                    help="only the `attn generate` target (the default run ends with it; "
                         "--quick leaves it out unless this is given)")
     p.add_argument("--real-size", action="store_true",
-                   help="only the real-size targets: GPT-2-small- and Llama-shaped checkpoints, "
-                        "every head of 1,000 tokens and load + one token (the default run ends "
-                        "with them; --quick runs them at tiny sizes)")
+                   help="only the real-size targets: GPT-2-small- and SmolLM2-135M-shaped "
+                        "checkpoints, every head of 1,000 / 500 tokens and load + one token (the "
+                        "default run ends with them; --quick runs them at tiny sizes)")
     p.add_argument("--gguf", action="store_true",
                    help="only the GGUF targets: a 135M Q4_1 file against the same folder, and "
                         "an 8B-shaped Q4_0 file's peak memory (writes ~4.7 GB, deleted after)")
@@ -631,8 +652,8 @@ def main() -> int:
         ]
         generate_step = ("generate", lambda: target_generate(inp, heavy, args.quick))
         train_step = ("train", lambda: target_train(inp, heavy, args.quick))
-        real_steps = [(f"{family} real size", lambda family=family: target_real(
-            inp, family, heavy, args.quick)) for family in REAL_SIZES]
+        real_steps = [(f"{name} real size", lambda name=name: target_real(
+            inp, name, heavy, args.quick)) for name in REAL_SIZES]
         gguf_step = ("gguf", lambda: target_gguf(inp, heavy, args.quick))
         if args.generate or args.real_size or args.train or args.gguf:
             steps = ([generate_step] if args.generate else []) + \

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGET_LINES = ("tokens --json", "no torch", "inspect --json", "256 tok wall", "256 tok memory",
                 "render 64 tok",
                 # real-size targets at tiny sizes: every head of 64 tokens, load + one token
-                *(f"{family} {case} {what}" for family in ("gpt2", "llama")
+                *(f"{family} {case} {what}" for family in ("gpt2", "smollm2")
                   for case in ("all", "1 tok") for what in ("wall", "memory")),
                 "train defaults")
 

@@ -1,5 +1,6 @@
-"""JSON writing: a streamed document (output.Stream) and pre-serialised causal matrices give
-exactly the bytes of one orjson.dumps of the whole document; items are written as made."""
+"""JSON writing: a streamed document (output.Stream) gives exactly the bytes of one orjson.dumps
+of the whole document, items written as made; texts put together by NumPy (output.joined)
+are the texts orjson writes."""
 
 from __future__ import annotations
 
@@ -51,27 +52,26 @@ def test_write_json_writes_each_item_before_making_the_next(capsysbinary):
     assert b"".join(seen) + rest == b'{"a":1,"items":[{"i":0},{"i":1},{"i":2}],"b":[2]}\n'
 
 
-@pytest.mark.parametrize("T", [2, 3, 50])
-def test_causal_matrix_has_the_bytes_orjson_writes(T):
-    rng = np.random.default_rng(T)
-    w = np.tril(rng.random((T, T)) ** 8).astype(np.float32)  # tiny values too
-    fragment = output.causal_matrix(w)
-    assert isinstance(fragment, orjson.Fragment)
-    assert output.dumps({"w": fragment}) == plain({"w": w})
-
-
-def test_a_matrix_that_is_not_causal_is_left_to_orjson():
-    w = matrices()
-    minus = w.copy()
-    minus[1, 4] = -0.0  # equal to 0, but printed as -0.0: not a copied ",0.0"
-    full = np.ones((3, 3), dtype=np.float32)
-    for m in (minus, full, w.astype(np.float64), w[:, :4], w[:1, :1]):
-        assert output.causal_matrix(m) is m
-    assert b"-0.0" in output.dumps({"w": output.causal_matrix(minus)})
+def texts_of(t: output.Texts) -> list[bytes]:
+    return [t.buf[a:a + n].tobytes() for a, n in zip(t.start, t.length)]
 
 
 def test_float_texts_are_orjson_s_float32_texts():
-    values = np.array([1.0, 0.1, 1e-8, 3.4028235e38, 0.0, 0.33333334], dtype=np.float32)
-    assert output.float_texts(values) == [orjson.dumps(v, option=orjson.OPT_SERIALIZE_NUMPY)
-                                          for v in values]
-    assert output.float_texts(values[:0]) == []
+    values = np.array([1.0, 0.1, 1e-8, 3.4028235e38, 0.0, 0.33333334, 1e-45, 123456789.0],
+                      dtype=np.float32)
+    assert texts_of(output.float_texts(values)) == [
+        orjson.dumps(v, option=orjson.OPT_SERIALIZE_NUMPY) for v in values]
+    assert texts_of(output.float_texts(values[:0])) == []
+
+
+def test_joined_lays_the_chosen_texts_end_to_end():
+    a = output.Texts.of([b"", b"ab", b"c", b'"\xc3\xa9"'])
+    b = output.Texts.of([b"xyz", b","])
+    table, (at_a, at_b) = output.Texts.concat(a, b)
+    assert (at_a, at_b) == (0, 4)
+    ids = np.array([at_b + 0, 1, at_b + 1, 3, 0, 2, 2, 1])
+    text, ends = output.joined(table, ids)
+    pieces = [(texts_of(a) + texts_of(b))[i] for i in ids]
+    assert text.tobytes() == b"".join(pieces)
+    assert ends.tolist() == np.cumsum([len(p) for p in pieces]).tolist()
+    assert output.joined(table, ids[:0])[0].tobytes() == b""

@@ -102,6 +102,52 @@ def test_a_nan_in_a_late_block_is_refused_before_anything_is_written(wide, tmp_p
     assert b"h.7.mlp.c_proj.weight" in proc.stderr and b"NaN" in proc.stderr
 
 
+@pytest.fixture(scope="module")
+def corrupt(wide, tmp_path_factory) -> Path:
+    """The wide checkpoint with a NaN in its last block."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path_factory.mktemp("corrupt") / "bad"
+    shutil.copytree(wide, folder)
+    tensors = load_file(folder / "model.safetensors")
+    tensors["transformer.h.7.mlp.c_proj.weight"][3, 5] = float("nan")
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+def test_the_block_check_runs_beside_the_forward_thread_and_stops_it(corrupt):
+    """capture.stream takes the block check from the model and makes it while the forward
+    thread runs: a NaN is raised by stream() itself, before any layer is handed on, and the
+    thread is stopped. Without the thread (capture.run) it is made before the first block;
+    and a model run by anything else makes it itself before its first block."""
+    import threading
+
+    from attn_cli.errors import ModelLoadError
+
+    model, tok = checkpoint.load(str(corrupt), streamed=True)
+    assert model.unchecked is not None
+    tokens = _tokens(tok)
+    keep = capture.select(model.cfg, None, None)
+    with pytest.raises(ModelLoadError, match="h.7.mlp.c_proj.weight"):
+        capture.stream(model, TEXT, "gpt2", tokens, keep)
+    assert not any(t.name == "attn-forward" for t in threading.enumerate())
+    model, _ = checkpoint.load(str(corrupt), streamed=True)
+    with pytest.raises(ModelLoadError, match="NaN"):
+        capture.run(model, TEXT, "gpt2", tokens, keep)
+    assert all(p.is_meta for p in model.h.parameters())  # no block was read
+    model, _ = checkpoint.load(str(corrupt), streamed=True)
+    with pytest.raises(ModelLoadError, match="NaN"):
+        model([t.id for t in tokens])
+    assert all(p.is_meta for p in model.h.parameters())
+
+
+def test_a_nan_is_refused_before_output_without_the_thread_too(corrupt):
+    """One layer kept: no forward thread; the check comes before the first block."""
+    proc = attn("inspect", "hi", "--model", corrupt, "--json", "--layer", "0")
+    assert proc.returncode == 2 and proc.stdout == b""
+    assert b"h.7.mlp.c_proj.weight" in proc.stderr and proc.stderr.count(b"\n") == 1
+
+
 def peak_kb(*args, env=None) -> int:
     """The peak RSS (KB) of `attn ARGS`, run by a bare interpreter (Linux)."""
     script = ("import resource, subprocess, sys; "
@@ -171,7 +217,7 @@ def test_an_error_on_the_forward_thread_is_raised_to_the_reader():
         yield [1]
         raise ValueError("block 1 failed")
 
-    got = capture._threaded(layers(), 2)
+    got, _ = capture._threaded(layers(), 2)
     assert next(got) == [1]
     with pytest.raises(ValueError, match="block 1 failed"):
         next(got)

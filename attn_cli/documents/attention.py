@@ -39,30 +39,44 @@ def _head_doc(cap: Capture, command: str) -> dict:
 def attention_records(cap: Capture, top_k: int) -> Iterator[dict]:
     """inspect's attention records, one per head in cap.heads order (or, from capture.stream,
     in the order cap.pending makes each layer's heads), made as they are asked for:
-    entropy and top-k for all the heads of a layer at once, each head's weights and top list
-    already JSON (orjson.Fragment). The next layer's entropy and top-k (NumPy, which releases
-    the GIL) are computed on a second thread while this layer's records are written."""
-    from concurrent.futures import ThreadPoolExecutor
+    entropy and top-k for all the heads of a layer at once, each head's top list already JSON
+    (orjson.Fragment). The next layer's entropy, top-k and top lists (NumPy, which releases
+    the GIL) are made on a second thread while this layer's records are written."""
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     prefixes = _key_prefixes(cap.tokens)
     layers = cap.pending if cap.pending is not None else \
         [list(g) for _, g in groupby(cap.heads, key=lambda h: (h.layer, h.reduced))]
 
     def analyse(group: list[HeadCapture]):
-        stack = np.stack([h.weights for h in group])  # (heads, T, T)
-        ent = None if group[0].reduced == "max" else analysis.entropy(stack)
-        return ent, analysis.top_k_arrays(stack, top_k, cap.config.causal,
-                                          cap.window(group[0].layer)), \
-            output.zero_above_diagonal(stack)
+        # head by head (each row's figures are its own: the same bits as for a stack of the
+        # heads, without copying the layer's matrices into one)
+        window = cap.window(group[0].layer)
+        ent = None if group[0].reduced == "max" else [analysis.entropy(h.weights) for h in group]
+        tops = [analysis.top_k_arrays(h.weights, top_k, cap.config.causal, window)
+                for h in group]
+        keys, values = (np.stack(arrays) for arrays in zip(*tops))
+        return ent, _top_json(prefixes, keys, values)
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        for group, pending in _one_ahead(layers, lambda g: pool.submit(analyse, g)):
-            ent, (keys, values), zero_above = pending.result()
-            tops = _top_json(prefixes, keys, values)
+    pool: list[ThreadPoolExecutor] = []
+
+    def start(group: list[HeadCapture]) -> Future:
+        if not pool:  # the first layer: there is nothing to write while it is analysed
+            pool.append(ThreadPoolExecutor(max_workers=1))
+            done = Future()
+            done.set_result(analyse(group))
+            return done
+        return pool[0].submit(analyse, group)
+
+    try:
+        for group, pending in _one_ahead(layers, start):
+            ent, tops = pending.result()
             for i, h in enumerate(group):
-                yield {"layer": h.layer, "head": h.head,
-                       "weights": output.causal_matrix(h.weights, zero_above[i]),
+                yield {"layer": h.layer, "head": h.head, "weights": output.Rows(h.weights),
                        "entropy": None if ent is None else ent[i], "top": tops[i]}
+    finally:
+        for executor in pool:
+            executor.shutdown(wait=True)
 
 
 def _one_ahead(items: Iterable, start) -> Iterator[tuple]:
@@ -78,26 +92,53 @@ def _one_ahead(items: Iterable, start) -> Iterator[tuple]:
         yield previous
 
 
-def _key_prefixes(tokens: list[Token]) -> list[bytes]:
+def _key_prefixes(tokens: list[Token]) -> output.Texts:
     """Per key index j, the JSON of a top entry up to its weight: {"index":j,"token":…,"weight":"""
-    return [b'{"index":%d,"token":%b,"weight":' % (j, output.dumps(t.text)[:-1])
-            for j, t in enumerate(tokens)]
+    return output.Texts.of([b'{"index":%d,"token":%b,"weight":' % (j, output.dumps(t.text)[:-1])
+                            for j, t in enumerate(tokens)])
 
 
-def _top_json(prefixes: list[bytes], keys: np.ndarray, values: np.ndarray) -> list:
+_TOP_ENDS = (b"}", b"},", b"]},", b"]}]")  # an entry (last in its row or not), a row (last or not)
+
+
+def _top_json(prefixes: output.Texts, keys: np.ndarray, values: np.ndarray) -> list:
     """keys, values (..., T, k) from analysis.top_k_arrays -> per leading index the `top`
-    list [{query, keys: [{index, token, weight}]}] as an orjson.Fragment, every weight
-    formatted in one call."""
+    list [{query, keys: [{index, token, weight}]}] as an orjson.Fragment: every weight
+    formatted in one call, the pieces put together by NumPy (output.joined).
+
+    Row i of a head is the pieces  {"query":i,"keys":[  then per entry  <prefix of its key>
+    <weight> }  (or }, before the next entry), then ]}, (or ]}] after the head's last row;
+    its first row starts with [ )."""
     import orjson
 
-    weights = iter(output.float_texts(values[keys >= 0].astype(np.float32)))
-    out = []
-    for head in keys.reshape(-1, *keys.shape[-2:]).tolist():
-        rows = [b'{"query":%d,"keys":[%b]}' % (i, b",".join(
-            prefixes[j] + next(weights) + b"}" for j in row if j >= 0))
-            for i, row in enumerate(head)]
-        out.append(orjson.Fragment(b"[" + b",".join(rows) + b"]"))
-    return out
+    T, k = keys.shape[-2:]
+    keys = keys.reshape(-1, T, k)
+    valid = keys >= 0  # a row's entries come first, then -1s
+    n = valid.sum(axis=-1).ravel()  # entries per row, rows of every head in order
+    rows, entries = len(n), int(n.sum())
+    queries = [b'{"query":%d,"keys":[' % i for i in range(T)]
+    table, (ends_at, prefix_at, query_at, weight_at) = output.Texts.concat(
+        output.Texts.of(list(_TOP_ENDS)), prefixes, output.Texts.of(queries + [b"[" + queries[0]]),
+        output.float_texts(values.reshape(keys.shape)[valid].astype(np.float32)))
+    pieces = 2 + 3 * n  # per row
+    first = np.cumsum(pieces) - pieces  # each row's first piece
+    ids = np.empty(int(pieces.sum()), dtype=np.int64)
+    query = query_at + np.tile(np.arange(T), len(keys))
+    query[::T] = query_at + T  # a head's first row opens its list
+    ids[first] = query
+    closing = first + 1 + 3 * n
+    row_end = np.full(rows, ends_at + 2)
+    row_end[T - 1::T] = ends_at + 3
+    ids[closing] = row_end
+    row = np.repeat(np.arange(rows), n)  # each entry's row
+    nth = np.arange(entries) - np.repeat(np.cumsum(n) - n, n)  # its place in the row
+    at = first[row] + 1 + 3 * nth
+    ids[at] = prefix_at + keys[valid]
+    ids[at + 1] = weight_at + np.arange(entries)
+    ids[at + 2] = ends_at + (nth < n[row] - 1)
+    text, ends = output.joined(table, ids)
+    data, bounds = text.tobytes(), [0, *ends[closing[T - 1::T]].tolist()]
+    return [orjson.Fragment(data[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
 def top_records(cap: Capture, weights: np.ndarray, top_k: int, window: int | None = None):

@@ -44,14 +44,20 @@ def assemble(source, family, cfg: ModelConfig, tokenizer, device: str, streamed:
         return key not in later and not (streamed and block(key) is not None)
 
     weights = Weights(source, family, cfg, only=now)
+    blocks = [key for key in source.shapes if streamed and block(key) is not None]
     for key in source.shapes:  # what is not read now is checked now, read later
-        if not now(key):
+        if not now(key) and key not in blocks:
             weights.check(key)
+
+    def check() -> None:  # the streamed blocks' values, read from the file in pieces
+        for key in blocks:
+            weights.check(key)
+
     model = build(cfg, family.convert(weights, cfg))
     if attach is not None:
         attach(model)
-    if streamed:
-        model.stream_blocks(lambda i: _block_tensors(source, family, cfg, block, i))
+    if streamed:  # the blocks' check: before the first block runs, or beside the forward pass
+        model.stream_blocks(lambda i: _block_tensors(source, family, cfg, block, i), check)
     else:
         source.close()  # the tensors that are mapped keep their file mapped
         model = model.to(device)

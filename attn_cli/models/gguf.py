@@ -97,7 +97,7 @@ def load(path: Path, device: str = "cpu", dtype: str | None = None, streamed: bo
     model, tokenizer = assemble(files, family, cfg, tokenizer, device, streamed,
                                 later={table, head} - {None}, attach=attach)
     if model.block_source is not None:
-        model.stream_blocks(_read_ahead(model.block_source, cfg.n_layers))
+        model.stream_blocks(_read_ahead(model.block_source, cfg.n_layers), model.unchecked)
     return model, tokenizer
 
 

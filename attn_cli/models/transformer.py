@@ -252,12 +252,21 @@ class Transformer(nn.Module):
         self.lm_head: nn.Linear | None = None
         # Streamed weights (checkpoint.load): block i's tensors, read when it runs
         self.block_source: Callable[[int], dict[str, torch.Tensor]] | None = None
+        # The check of the streamed blocks' values, while it has not been made (see
+        # stream_blocks)
+        self.unchecked: Callable[[], None] | None = None
 
-    def stream_blocks(self, source: Callable[[int], dict[str, torch.Tensor]]) -> None:
+    def stream_blocks(self, source: Callable[[int], dict[str, torch.Tensor]],
+                      check: Callable[[], None] | None = None) -> None:
         """Hold no block's weights but while it runs: source(i) gives block i's tensors
         (names as in the block's state dict) each time; the blocks stay on the meta device
-        until then, and go back to it after. For a model that is run once."""
+        until then, and go back to it after. For a model that is run once.
+
+        check: checks every block's values (raises if one is not finite). It is made before
+        the first block is read, unless a caller takes it first (model.unchecked) to make it
+        itself before anything it shows (capture.stream: beside the forward pass)."""
         self.block_source = source
+        self.unchecked = check
 
     @contextmanager
     def _resident(self, layer: int):
@@ -266,6 +275,9 @@ class Transformer(nn.Module):
         if self.block_source is None:
             yield
             return
+        if self.unchecked is not None:
+            check, self.unchecked = self.unchecked, None
+            check()
         block = self.h[layer]
         block.load_state_dict(self.block_source(layer), strict=True, assign=True)
         try:
