@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attn_cli import analysis, output
+from attn_cli import output
 from attn_cli.capture import Capture
 from attn_cli.errors import ConfigError
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from attn_cli.errors import ConfigError, InputError, WriteError
 from attn_cli.models.config import ModelConfig
-from attn_cli.tokenizers import Token, VocabTokenizer
+from attn_cli.tokenizers import Token
 
 # Candidates for the task's vocabulary: common words that most encodings keep as one token.
 WORDS = """cat dog sun moon tree bird fish king queen red blue green house car road river

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -88,7 +87,7 @@ def main() -> int:
     p.add_argument("--page", type=Path, help="measure this page (hover: its middle query) "
                                              "instead of building the 270-head ones")
     a = p.parse_args()
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright  # noqa: F401  (missing: fail before building pages)
 
     tmp = a.dir or Path(tempfile.mkdtemp(prefix="attn-page-"))
     tmp.mkdir(parents=True, exist_ok=True)

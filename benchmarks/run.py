@@ -562,8 +562,8 @@ def target_gguf(inp: Inputs, n: int, quick: bool) -> None:
 
 
 def growth(inp: Inputs, sizes: list[int], repeats: dict[int, int]) -> None:
-    print(f"growth: attn inspect --file F --json --layer 0 --head 0 (default model: 2 layers x "
-          f"4 heads, d_model 64); JSON to a file", flush=True)
+    print("growth: attn inspect --file F --json --layer 0 --head 0 (default model: 2 layers x "
+          "4 heads, d_model 64); JSON to a file", flush=True)
     print(f"  {'tokens':>7} {'wall':>9} {'peak RSS':>10} {'JSON':>9}   runs", flush=True)
     out = inp.tmp / "growth.json"
     for n_tokens in sizes:

@@ -14,7 +14,6 @@ numbers of a brute-force full-vocabulary product.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 

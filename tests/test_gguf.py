@@ -20,7 +20,6 @@ import shutil
 import struct
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -31,7 +30,6 @@ import gguf_writer  # noqa: E402
 from test_families import randomize  # noqa: E402
 from test_subprocess import _env, assert_one_line_error, attn  # noqa: E402
 
-from attn_cli import capture  # noqa: E402
 from attn_cli.models import gguf_file  # noqa: E402
 from attn_cli.tokenizers import gguf as gguf_vocab  # noqa: E402
 from attn_cli.errors import ModelLoadError  # noqa: E402
@@ -309,7 +307,8 @@ def test_bad_files_are_one_line_each(files, tmp_path):
     cases["unknown quant"] = (broken(q8, tmp_path / "q99.gguf", unknown_type), "ggml type 99")
     for name, (path, needle) in cases.items():
         with pytest.raises(ModelLoadError, match=needle.replace("(", r"\(")):
-            checkpoint.load(str(path), streamed=True)
+            model, _ = checkpoint.load(str(path), streamed=True)
+            model.unchecked()  # streamed: the blocks' values are checked before they run
     # through the CLI: one line, exit 2, nothing on stdout
     assert_one_line_error(attn("inspect", "hi", "--model", tmp_path / "nan.gguf"),
                           "NaN or infinite")
@@ -564,4 +563,5 @@ def test_other_quantisations_equal_transformers(files, tmp_path, qtype):
             slice(t.offset + 3 * t.block_bytes + lo, t.offset + 3 * t.block_bytes + lo + 2),
             b"\x00\x7e"))
         with pytest.raises(ModelLoadError, match="layers.1.mlp.up_proj.weight"):
-            checkpoint.load(str(bad), streamed=True)
+            model, _ = checkpoint.load(str(bad), streamed=True)
+            model.unchecked()  # streamed: the blocks' values are checked before they run

@@ -10,17 +10,15 @@ own attentions, and the first screens against their line budgets at 80 columns.
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 
-import numpy as np
 import pytest
 import torch
 
 transformers = pytest.importorskip("transformers")
 
-from test_cli import (SENTENCE, assert_user_error, error, invoke, load_schema, ok,  # noqa: E402
+from test_cli import (SENTENCE, assert_user_error, error, load_schema, ok,  # noqa: E402
                       ok_json, parse, reference_capture, validate)
 from test_families import FIXTURES, VOCAB, randomize  # noqa: E402
 

@@ -34,7 +34,6 @@ def header(cap: Capture, command: str) -> Text:
 
 
 def weights_matrix(cap: Capture, h: HeadCapture, view: View, title: str) -> RenderableType:
-    T = len(cap.tokens)
     rows = [_label(t) for t in cap.tokens]
     cols = [str(t.index) for t in cap.tokens]
     masked = ~cap.allowed(h.layer)

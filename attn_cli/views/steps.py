@@ -71,7 +71,6 @@ def stage_note(name: str, cap: Capture, d_head: int, layer: int = 0, head: int =
 
 
 def steps_view(cap: Capture, h: HeadCapture, view: View, query: int | None) -> Group:
-    T = len(cap.tokens)
     d_head = cap.config.d_head
     rows = [_label(t) for t in cap.tokens]
     key_cols = [str(t.index) for t in cap.tokens]
