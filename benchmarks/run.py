@@ -612,6 +612,8 @@ def main() -> int:
     p.add_argument("--gguf", action="store_true",
                    help="only the GGUF targets: a 135M Q4_1 file against the same folder, and "
                         "an 8B-shaped Q4_0 file's peak memory (writes ~4.7 GB, deleted after)")
+    p.add_argument("--long", action="store_true",
+                   help="only the 4,096-token targets (wall and peak memory against transformers)")
     p.add_argument("--train", action="store_true",
                    help="only the `attn train` target (the default run and --quick include it)")
     args = p.parse_args()
@@ -655,8 +657,9 @@ def main() -> int:
         real_steps = [(f"{name} real size", lambda name=name: target_real(
             inp, name, heavy, args.quick)) for name in REAL_SIZES]
         gguf_step = ("gguf", lambda: target_gguf(inp, heavy, args.quick))
-        if args.generate or args.real_size or args.train or args.gguf:
-            steps = ([generate_step] if args.generate else []) + \
+        long_step = steps[3]
+        if args.generate or args.real_size or args.train or args.gguf or args.long:
+            steps = ([long_step] if args.long else []) + ([generate_step] if args.generate else []) + \
                 (real_steps if args.real_size else []) + ([train_step] if args.train else []) \
                 + ([gguf_step] if args.gguf else [])
         elif args.quick:
