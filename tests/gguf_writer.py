@@ -7,6 +7,8 @@ benchmarks; written from llama.cpp's converter and tensor map, not from attn's r
 - names: `token_embd`, `blk.N.attn_q` … (gguf-py's tensor_mapping for LLAMA, QWEN2, GPT2);
 - llama's Q and K rows permuted for ggml's rotary layout (`LlamaModel.permute`), K with the
   key/value head count; GPT-2's Conv1D weights transposed to (out, in);
+- Llama 3.1's "llama3" rotary scaling as a `rope_freqs` tensor of one factor per frequency
+  (`LlamaModel.generate_extra_tensors`), written before the model's tensors as it writes it;
 - 2-D weights in `qtype` (F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 through gguf.quants; the
   K-quants, which gguf-py cannot quantise, as random blocks with finite scales, seeded), 1-D
   tensors in F32 as llama.cpp keeps them.
@@ -77,6 +79,36 @@ def gguf_names(arch: str, state: dict, config: dict) -> dict[str, np.ndarray]:
     return out
 
 
+def rope_freqs(config: dict) -> np.ndarray | None:
+    """llama.cpp's LlamaModel.generate_extra_tensors: for rope_type "llama3", the factor each
+    rotary frequency is divided by (1 for wavelengths under original/high_freq_factor, `factor`
+    over original/low_freq_factor, 1 / ((1 − s)/factor + s) between), float32 as it computes
+    them; None for any other rope. The converter reads original_max_position_embeddings from
+    the top of config.json (default 8192, which is what Llama 3.x's rope_scaling says too);
+    here it comes from the rope parameters, where transformers keeps it."""
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    if rope.get("rope_type") != "llama3":
+        return None
+    base = rope.get("rope_theta", config.get("rope_theta", 10000.0))
+    dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    freqs = 1.0 / (np.float32(base) ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)))
+    factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
+    old = rope.get("original_max_position_embeddings",
+                   config.get("original_max_position_embeddings", 8192))
+    low_wavelen, high_wavelen = old / low, old / high
+    out = []
+    for freq in freqs:
+        wavelen = np.float32(2 * np.pi) / freq
+        if wavelen < high_wavelen:
+            out.append(1.0)
+        elif wavelen > low_wavelen:
+            out.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
 def quantise(a: np.ndarray, qtype: str, rng: np.random.Generator) -> tuple[np.ndarray, Q]:
     """(data, type) as the writer takes them."""
     if a.ndim == 1 or qtype == "F32":
@@ -136,6 +168,9 @@ def write(path: Path, arch: str, config: dict, state: dict, qtype: str, vocab: d
     w.add_add_bos_token(vocab["add_bos"])
     if extra is not None:
         extra(w)
+    factors = rope_freqs(config) if arch == "llama" else None
+    if factors is not None:
+        w.add_tensor("rope_freqs.weight", factors)
     for name, a in gguf_names(arch, state, config).items():
         data, t = quantise(a, qtype, rng)
         w.add_tensor(name, data, raw_dtype=None if t in (Q.F32, Q.F16) else t)

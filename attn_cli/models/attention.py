@@ -84,11 +84,14 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
 def rope_frequencies(rotary_dim: int, theta: float, scaling: dict | None = None) -> torch.Tensor:
     """The inverse frequencies θ^(−2i/d) of rotary positions, float32, as transformers makes
     them (`compute_default_rope_parameters`; Llama 3's `_compute_llama3_parameters` and
-    "linear" scaling when the config asks)."""
+    "linear" scaling when the config asks). "factors" divides each frequency by its own
+    factor, as llama.cpp does with a GGUF file's `rope_freqs` tensor (`ggml_rope_ext`)."""
     inv = 1.0 / (theta ** (torch.arange(0, rotary_dim, 2, dtype=torch.int64).float() / rotary_dim))
     kind = (scaling or {}).get("rope_type", "default")
     if kind == "linear":
         inv = inv / float(scaling["factor"])
+    elif kind == "factors":
+        inv = inv / torch.tensor(scaling["factors"], dtype=torch.float32)
     elif kind == "llama3":
         factor = float(scaling["factor"])
         low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])

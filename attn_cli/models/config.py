@@ -48,7 +48,9 @@ class ModelConfig:
     position_offset: int = 0  # learned positions start at this row (RoBERTa 2, BART 2)
     rotary_dim: int | None = None  # rotary on the first rotary_dim dims of each head; None: all
     rope_theta: float = 10000.0
-    rope_scaling: tuple[tuple[str, float | str], ...] = ()  # e.g. (("rope_type", "llama3"), …)
+    # e.g. (("rope_type", "llama3"), …); ("rope_type", "factors"), ("factors", (f₀, f₁, …)):
+    # frequency i divided by fᵢ (a GGUF file's rope_freqs)
+    rope_scaling: tuple[tuple[str, float | str | tuple[float, ...]], ...] = ()
     windows: tuple[int | None, ...] = ()  # per layer: keys within this distance, None: all
     scale_scores: bool = True  # ÷√d_k; GPT-Neo does not scale
     qkv_bias: bool = True

@@ -16,6 +16,9 @@ Layout as llama.cpp's convert_hf_to_gguf.py writes it: a weight of shape (out, i
 with ne = [in, out]; llama's Q and K rows are permuted for ggml's rotary layout
 (`LlamaModel.permute`), undone here as transformers' GGUF loader undoes it; GPT-2's Conv1D
 weights are stored transposed, (out, in), and shown to the family as Conv1D (in, out) again.
+Llama 3.1's "llama3" rotary scaling is stored as a `rope_freqs` tensor, one factor per
+frequency (the converter's `generate_extra_tensors`), which llama.cpp divides each frequency by:
+the config carries those factors (rope_scaling "factors") and the one rotary code applies them.
 
 Nothing in the file is trusted: the header's sizes against the file's length (gguf_file.py), the
 metadata against the tensors' shapes (the family's Weights checks), every tensor's quantisation
@@ -85,6 +88,7 @@ def load(path: Path, device: str = "cpu", dtype: str | None = None, streamed: bo
     cfg = dataclasses.replace(cfg, source=str(path), seed=None, dtype=dtype or "float32")
     files = GGUFTensors(f, arch, cfg)
     _check_dequantisers(files)
+    cfg = _rope_factors(files, cfg)
     tokenizer = load_vocabulary(f)
     head = "lm_head.weight" if "lm_head.weight" in files.shapes else None
     table = _NAMES[_family_names(arch)][0] + _NAMES[_family_names(arch)][3]["token_embd.weight"]
@@ -99,6 +103,29 @@ def load(path: Path, device: str = "cpu", dtype: str | None = None, streamed: bo
     if model.block_source is not None:
         model.stream_blocks(_read_ahead(model.block_source, cfg.n_layers), model.unchecked)
     return model, tokenizer
+
+
+def _rope_factors(files: "GGUFTensors", cfg):
+    """cfg with each rotary frequency divided by its factor in the file's `rope_freqs` tensor,
+    as llama.cpp divides it (`ggml_rope_ext`'s freq_factors): how llama.cpp's converter writes
+    Llama 3.1's "llama3" scaling, one factor per frequency. cfg as it is without the tensor."""
+    key = "rope_freqs.weight"
+    if key not in files._of:
+        return cfg
+    files.used.add(key)  # attn model lists it as read
+    shape, half = tuple(files._of[key][0].shape), cfg.rotary // 2
+    if shape != (half,):
+        raise ModelLoadError(f"tensor {key} in {cfg.source} has shape {shape} but the file's "
+                             f"rotary dimension {cfg.rotary} needs ({half},)")
+    factors = files.tensor(key).double()
+    if not bool((torch.isfinite(factors) & (factors > 0)).all()):
+        raise ModelLoadError(f"tensor {key} in {cfg.source} holds rotary factors that are not "
+                             f"positive finite numbers: the file is corrupt")
+    scaling = dict(cfg.rope_scaling)
+    if scaling.get("rope_type") == "linear":  # llama.cpp scales by both (freq_scale too)
+        factors = factors * float(scaling["factor"])
+    return dataclasses.replace(cfg, rope_scaling=(("rope_type", "factors"),
+                                                  ("factors", tuple(factors.tolist()))))
 
 
 def _check_dequantisers(files: "GGUFTensors") -> None:
@@ -173,11 +200,11 @@ def _config_json(f: GGUFFile, arch: str) -> dict:
                               "factor": f.float(f"{a}.rope.scaling.factor")}
     elif scaling != "none":
         raise ModelLoadError(f"{f.path} uses {str(scaling)[:20]!r} rotary scaling; attn computes "
-                             f"plain and linear rotary positions from a GGUF file")
-    if "rope_freqs.weight" in f.tensors:
-        raise ModelLoadError(f"{f.path} scales its rotary frequencies by a tensor (rope_freqs, "
-                             f"as Llama 3.1 files do), which attn does not read yet: use a "
-                             f"Hugging Face folder of the model")
+                             f"plain and linear rotary positions from a GGUF file, and those "
+                             f"a rope_freqs tensor scales")
+    if "rope_freqs.weight" in f.tensors and arch != "llama":
+        raise ModelLoadError(f"{f.path} scales its {arch} model's rotary frequencies by a tensor "
+                             f"(rope_freqs), which attn reads in llama files only")
     return hf
 
 
@@ -200,10 +227,13 @@ class GGUFTensors:
                 key = None if hf is None else prefix + layer.format(m.group(1)) + hf
             elif name == "output.weight":
                 key = "lm_head.weight"
+            elif name == "rope_freqs.weight":  # read by load (_rope_factors), not the family
+                self._of[name] = (t, None)
+                continue
             else:
                 key = prefix + other[name] if name in other else None
             if key is None:
-                continue  # a tensor attn does not use (rope_freqs is refused above)
+                continue  # a tensor attn does not use
             shape, transform = t.shape, None
             if arch == "llama" and m and m.group(2).split(".")[0] in ("attn_q", "attn_k"):
                 heads = cfg.n_heads if m.group(2).startswith("attn_q") else cfg.kv_heads
