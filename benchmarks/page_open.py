@@ -8,6 +8,7 @@ playwright), opens each page N times and measures, side by side:
 - reference: the same file with attn's script replaced by one line that marks the page ready at
   DOMContentLoaded: what the browser needs to read and parse the file's bytes at all;
 - empty: a page of one line that marks itself ready: what opening any page costs here;
+- on screen: when the first frame of the drawn page was presented (Paint Timing);
 - hover: in the page, a pointerover on query 250 → its weights drawn and the next frame painted.
 Prints the file size, each median and min, and open / reference. Nothing is asserted.
 
@@ -55,14 +56,27 @@ def reference(page: Path, out: Path) -> None:
     out.write_text(html[:start] + inert.ljust(end - start) + html[end:], encoding="utf-8")
 
 
-def opened_ms(browser, path: Path) -> float:
+# when the first frame was presented (Paint Timing; 0 if none within a second). attn's page is
+# drawn in one task before any frame, so that frame shows it drawn; a run whose first frame came
+# before `ready` is counted apart.
+FIRST_PAINT = """() => new Promise((done) => {
+  new PerformanceObserver((list, observer) => { observer.disconnect(); done(list.getEntries()[0].startTime); })
+    .observe({ type: "paint", buffered: true });
+  setTimeout(() => done(0), 1000);
+})"""
+
+
+def opened_ms(browser, path: Path, paint: bool = False) -> tuple[float, float | None]:
+    """(ready: since navigation start, when the page says it is drawn; with `paint`, when its
+    first frame was presented)."""
     page = browser.new_page(viewport={"width": 1100, "height": 800})
     page.goto(path.as_uri())
     page.wait_for_function("document.documentElement.dataset.ready", polling=5)
     ms = page.evaluate("performance.now()")  # since navigation start, after `ready`
     ready = page.evaluate("window.attnReadyAt ?? null")
+    painted = page.evaluate(FIRST_PAINT) if paint else None
     page.close()
-    return ready if ready is not None else ms
+    return (ready if ready is not None else ms), painted
 
 
 def hover_ms(browser, path: Path, query: int | None) -> float:
@@ -126,17 +140,24 @@ def measure(pages: dict, tmp: Path, repeats: int, query: int | None) -> int:
                          '</script>', encoding="utf-8")
         opened_ms(browser, next(iter(pages.values()))[0])  # warm up
         for command, (page, ref) in pages.items():
-            opens, refs, hovers, empties = [], [], [], []
+            opens, paints, refs, hovers, empties = [], [], [], [], []
             for _ in range(repeats):
-                empties.append(opened_ms(browser, empty))
-                refs.append(opened_ms(browser, ref))
-                opens.append(opened_ms(browser, page))
+                empties.append(opened_ms(browser, empty)[0])
+                refs.append(opened_ms(browser, ref)[0])
+                ready, painted = opened_ms(browser, page, paint=True)
+                opens.append(ready)
+                paints.append(painted)
                 hovers.append(hover_ms(browser, page, query))
             med = statistics.median
-            print(f"{command}: open {med(opens):.0f} ms (min {min(opens):.0f}), reference "
+            print(f"{command}: open {med(opens):.0f} ms (min {min(opens):.0f}), on screen "
+                  f"{med(paints):.0f} ms (min {min(paints):.0f}); reference "
                   f"{med(refs):.0f} ms (min {min(refs):.0f}), open / reference "
                   f"{med(opens) / med(refs):.2f}; empty page {med(empties):.0f} ms (min "
                   f"{min(empties):.0f}); hover {med(hovers):.0f} ms (min {min(hovers):.0f})")
+            early = sum(p < r for p, r in zip(paints, opens))
+            if early:
+                print(f"  ({early} of {repeats} runs presented a frame before the page was drawn: "
+                      f"their 'on screen' is that frame's)")
         browser.close()
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     return 0

@@ -360,6 +360,46 @@ def test_matrix_view_reads_the_same_weights(browser, inspect_page):
     assert f"query {i}" in text and f"key {j}" in text
 
 
+def pixels_match(page, weights, bits: int, masked: tuple[int, int, int]) -> None:
+    """The first matrix's canvas, pixel by pixel: each weight's colour on the terminal's ramp
+    (views.matrix._RAMP, at 256 levels, from the weight as the page stores it), and above the
+    diagonal of a causal matrix the masked colour."""
+    from attn_cli.views.matrix import _ramp_exact
+
+    w = np.asarray(weights, dtype=np.float32)
+    n, m = w.shape
+    got = np.array(page.eval_on_selector(".matrix canvas", "c => Array.from(c.getContext('2d')"
+                                         ".getImageData(0, 0, c.width, c.height).data)"),
+                   dtype=int).reshape(n, m, 4)
+    scale = (1 << bits) - 1
+    level = np.floor(np.rint(w.astype(np.float64) * scale) * (255 / scale) + 0.5).astype(int)
+    want = np.array([[_ramp_exact(x / 255) for x in row] for row in level])
+    causal = np.triu(np.ones((n, m), bool), 1) if doc_is_causal(page) else np.zeros((n, m), bool)
+    want[causal] = masked
+    assert (got[..., 3] == 255).all()
+    assert np.abs(got[..., :3] - want).max() <= 1  # (JS rounds halves up, Python to even)
+
+
+def doc_is_causal(page) -> bool:
+    return page.evaluate("JSON.parse(document.getElementById('attn-data').textContent)"
+                         ".views.find(v => v.name === document.getElementById('view').dataset.tab)"
+                         ".causal")
+
+
+def test_matrix_pixels_are_the_weights(browser, inspect_page, tmp_path):
+    """The canvas holds every stored weight, row by row, on the terminal's ramp: causal (the
+    triangle the page stores, the mask above it) and bidirectional (cross's encoder)."""
+    path, doc = inspect_page
+    page = open_page(browser, path)
+    page.click("button[data-mode='matrix']")
+    pixels_match(page, weights_of(doc, 0, 0), 16, (0xEE, 0xEE, 0xF2))  # --masked, light
+    args = ["cross", "Le chat est assis sur le tapis.", "The cat sat.", *SMALL]
+    page = open_page(browser, page_of(tmp_path, "cross", *args))
+    page.click("button[data-mode='matrix']")
+    assert page.get_attribute("#view", "data-tab") == "encoder"
+    pixels_match(page, weights_of(json_of(*args), 0, 0, "encoder"), 16, (0, 0, 0))
+
+
 def test_cross_tabs(browser, tmp_path):
     args = ["cross", "Le chat est assis.", "The cat sat.", *SMALL]
     doc = json_of(*args)
@@ -437,9 +477,11 @@ def test_open_and_hover_timing(browser, tmp_path_factory):
     tokens = page.locator(".queries .tok").count()
     # 18 heads of 504 tokens are 2.3M weights: stored in 8 bits, shown to 3 decimals
     assert embedded(path)[0]["bits"] == 8
-    row = json_of("inspect", text, "--layers", "2", "--heads", "9", "--d-model", "72",
-                  "--layer", "0", "--head", "0")["attention"][0]["weights"][450]
-    check_row(shown(page, "keys"), row, 8)
+    head = json_of("inspect", text, "--layers", "2", "--heads", "9", "--d-model", "72",
+                   "--layer", "0", "--head", "0")["attention"][0]["weights"]
+    check_row(shown(page, "keys"), head[450], 8)
+    page.click("button[data-mode='matrix']")  # and its matrix, from the 8-bit weights
+    pixels_match(page, head, 8, (0xEE, 0xEE, 0xF2))
     print(f"\n{tokens} tokens, 18 heads, {path.stat().st_size / 1e6:.2f} MB: open {opened * 1000:.0f} ms,"
           f" hover {hovered * 1000:.0f} ms")
     assert tokens >= 500

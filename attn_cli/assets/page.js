@@ -49,9 +49,9 @@
   }
   const ink = ([r, g, b]) => (0.299 * r + 0.587 * g + 0.114 * b > 140 ? "#000" : "#fff");
   const headColour = (h) => `hsl(${Math.round((h * 137.508) % 360)} 75% 50%)`;
-  let accentRGB = null;
+  let accentRGB = null; // read once (reading a computed style costs a style pass)
   const accent = () => accentRGB || (accentRGB = getComputedStyle(document.documentElement).getPropertyValue("--accent").trim());
-  matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => { accentRGB = null; if (D.command === "generate") genPaint(); else draw(); });
+  matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => { accentRGB = null; colours = null; if (D.command === "generate") genPaint(); else draw(); });
 
   // ------------------------------------------------------------ the packed weights
   const blobs = new Map();
@@ -82,10 +82,17 @@
     if (!blobs.has(name)) {
       blobs.set(name, (async () => {
         await whenArrived(name);
-        const packed = bytesOf(byId("blob-" + name).textContent.trim());
-        const stream = new Blob([packed]).stream().pipeThrough(new DecompressionStream("deflate"));
-        const buf = await new Response(stream).arrayBuffer();
-        return D.bits === 16 ? new Uint16Array(buf) : new Uint8Array(buf);
+        // fed straight to the inflater: a Blob's stream would go through the browser process,
+        // and its reads wait behind the parsing of the rest of a big file (~100 ms at 10 MB)
+        const inflater = new DecompressionStream("deflate"), writer = inflater.writable.getWriter();
+        writer.write(bytesOf(byId("blob-" + name).textContent.trim()));
+        writer.close();
+        const reader = inflater.readable.getReader(), parts = [];
+        let size = 0;
+        for (let r = await reader.read(); !r.done; r = await reader.read()) { parts.push(r.value); size += r.value.length; }
+        const bytes = new Uint8Array(size);
+        parts.reduce((at, part) => { bytes.set(part, at); return at + part.length; }, 0);
+        return D.bits === 16 ? new Uint16Array(bytes.buffer) : bytes;
       })());
     }
     return blobs.get(name);
@@ -191,6 +198,19 @@
 
   // ------------------------------------------------------------ the head view: lines
   let built = null; // {tab, queries: [el], keys: [el], svg}
+  const RUN = 50; // tokens a run: runs off screen are neither styled, laid out nor painted
+  function runs(toks, texts) {
+    const out = [];
+    for (let i = 0; i < toks.length; i += RUN) {
+      const run = el("div", { class: "run" }, ...toks.slice(i, i + RUN));
+      // its size until it is first drawn: exact in height, about right in width (a 13px
+      // monospace character is ~8px; the index and the weight take ~100px)
+      const longest = Math.max(...texts.slice(i, i + RUN).map((t) => t.length));
+      run.style.containIntrinsicSize = `auto ${Math.min(260, 100 + 8 * longest)}px auto ${Math.min(RUN, toks.length - i) * ROW}px`;
+      out.push(run);
+    }
+    return out;
+  }
   function columns() {
     const v = view();
     if (built && built.tab === S.tab) return built;
@@ -203,8 +223,8 @@
     svg.setAttribute("class", "lines");
     svg.setAttribute("height", String(height));
     svg.setAttribute("aria-hidden", "true");
-    const qcol = el("div", { class: "col queries", role: "listbox", "aria-label": "Queries (the token that asks)" }, ...qs);
-    const kcol = el("div", { class: "col keys", role: "listbox", "aria-label": "Keys (the tokens that answer)" }, ...ks);
+    const qcol = el("div", { class: "col queries", role: "listbox", "aria-label": "Queries (the token that asks)" }, ...runs(qs, v.queries));
+    const kcol = el("div", { class: "col keys", role: "listbox", "aria-label": "Keys (the tokens that answer)" }, ...runs(ks, v.keys));
     const cols = el("div", { class: "columns" },
       el("div", { class: "colhead", text: v.name === "cross" ? "target (queries)" : "queries" }), el("div", {}),
       el("div", { class: "colhead", text: v.name === "cross" ? "source (keys)" : "keys" }),
@@ -267,7 +287,6 @@
     const b = columns();
     const sel = S.hover || S.pin;
     const single = hs.length === 1;
-    const rgb = accent();
     for (const t of b.touched) { // only what the last paint changed
       t.classList.remove("on", "masked");
       t.style.background = "";
@@ -283,14 +302,14 @@
       if (mine) { mine.classList.add("on"); b.touched.push(mine); }
       hs.forEach((h, n) => {
         const ws = weightsOf(sel, h, datas[n]);
-        const colour = single ? `rgb(${rgb})` : headColour(h.head);
+        const colour = single ? `rgb(${accent()})` : headColour(h.head);
         if (n === 0) b.touched.push(...others);
         ws.forEach((qv, o) => {
           const t = others[o];
           if (qv < 0) { if (single && t) t.classList.add("masked"); return; }
           if (single && t) {
             t.lastChild.textContent = fmtQ(qv);
-            t.style.background = `rgba(${rgb}, ${(0.85 * qv / SCALE).toFixed(3)})`;
+            t.style.background = `rgba(${accent()}, ${(0.85 * qv / SCALE).toFixed(3)})`;
           } else if (t) {
             t.title = (t.title ? t.title + "\n" : "") + `head ${h.head}: ${fmtQ(qv)}`;
           }
@@ -304,7 +323,7 @@
       for (let i = 0; i < h.rows; i++) {
         for (let j = 0; j < h.cols; j++) {
           const qv = q(h, data, i, j);
-          if (qv > 0) lines += `<line x1="0" y1="${i * ROW + ROW / 2}" x2="${x2}" y2="${j * ROW + ROW / 2}" stroke="rgb(${rgb})" stroke-width="1" stroke-opacity="${(0.8 * qv / SCALE).toFixed(3)}"/>`;
+          if (qv > 0) lines += `<line x1="0" y1="${i * ROW + ROW / 2}" x2="${x2}" y2="${j * ROW + ROW / 2}" stroke="rgb(${accent()})" stroke-width="1" stroke-opacity="${(0.8 * qv / SCALE).toFixed(3)}"/>`;
         }
       }
     }
@@ -314,23 +333,30 @@
   }
 
   // ------------------------------------------------------------ the head view: matrices
+  let colours = null; // the heat ramp in 256 steps, then the masked colour, as RGBA pixels
+  function matrixColours() {
+    if (colours) return colours;
+    const masked = getComputedStyle(document.documentElement).getPropertyValue("--masked").trim(); // (a style pass: once)
+    const m = masked.match(/^#([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i);
+    const rgbs = [];
+    for (let k = 0; k <= 255; k++) rgbs.push(ramp(k / 255));
+    rgbs.push(m ? [parseInt(m[1], 16), parseInt(m[2], 16), parseInt(m[3], 16)] : [128, 128, 128]);
+    const little = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+    colours = Uint32Array.from(rgbs, ([r, g, b]) => (little ? (255 << 24) | (b << 16) | (g << 8) | r : (r << 24) | (g << 16) | (b << 8) | 255));
+    return colours;
+  }
   function drawMatrix(h, data, px) {
     const c = el("canvas", { width: String(h.cols), height: String(h.rows), "data-layer": String(h.layer), "data-head": String(h.head) });
     c.style.width = h.cols * px + "px";
     c.style.height = h.rows * px + "px";
     const ctx = c.getContext("2d");
-    const img = ctx.createImageData(h.cols, h.rows);
-    const lut = [];
-    for (let k = 0; k <= 255; k++) lut.push(ramp(k / 255));
-    const masked = getComputedStyle(document.documentElement).getPropertyValue("--masked").trim();
-    const m = masked.match(/^#([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i);
-    const mc = m ? [parseInt(m[1], 16), parseInt(m[2], 16), parseInt(m[3], 16)] : [128, 128, 128];
-    for (let i = 0; i < h.rows; i++) {
-      for (let j = 0; j < h.cols; j++) {
-        const qv = q(h, data, i, j), p = 4 * (i * h.cols + j);
-        const col = qv < 0 ? mc : lut[Math.round((qv / SCALE) * 255)];
-        img.data[p] = col[0]; img.data[p + 1] = col[1]; img.data[p + 2] = col[2]; img.data[p + 3] = 255;
-      }
+    const img = ctx.createImageData(h.cols, h.rows), pixels = new Uint32Array(img.data.buffer);
+    const lut = matrixColours(), step = SCALE === 255 ? null : 255 / SCALE; // 16 bits: to the nearest of 256 colours
+    for (let i = 0, p = 0; i < h.rows; i++, p += h.cols) { // row by row, straight from the stored weights
+      const row = h.offset + (h.tri ? (i * (i + 1)) / 2 : i * h.cols), stored = h.tri ? i + 1 : h.cols;
+      if (step === null) for (let j = 0; j < stored; j++) pixels[p + j] = lut[data[row + j]];
+      else for (let j = 0; j < stored; j++) pixels[p + j] = lut[Math.round(data[row + j] * step)];
+      pixels.fill(lut[256], p + stored, p + h.cols); // masked
     }
     ctx.putImageData(img, 0, 0);
     const at = (e) => {
