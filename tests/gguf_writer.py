@@ -129,6 +129,12 @@ def quantise(a: np.ndarray, qtype: str, rng: np.random.Generator) -> tuple[np.nd
     return raw.reshape(a.shape[0], -1), t
 
 
+# context length, width, blocks, feed-forward width (gpt2: None is 4 × width), heads
+SHAPE_KEYS = {"gpt2": ("n_positions", "n_embd", "n_layer", "n_inner", "n_head"),
+              "llama": ("max_position_embeddings", "hidden_size", "num_hidden_layers",
+                        "intermediate_size", "num_attention_heads")}
+
+
 def write(path: Path, arch: str, config: dict, state: dict, qtype: str, vocab: dict,
           seed: int = 0, extra=None) -> Path:
     """A GGUF file of the model. vocab: tokens, token_type, bos, eos, add_bos, and merges + pre
@@ -136,19 +142,16 @@ def write(path: Path, arch: str, config: dict, state: dict, qtype: str, vocab: d
     transformers config as a dict."""
     rng = np.random.default_rng(seed)
     w = gguf.GGUFWriter(str(path), arch)
+    # the shape, from the transformers config's keys of each family
+    keys = SHAPE_KEYS["gpt2" if arch == "gpt2" else "llama"]
+    w.add_context_length(config[keys[0]])
+    w.add_embedding_length(config[keys[1]])
+    w.add_block_count(config[keys[2]])
+    w.add_feed_forward_length(config[keys[3]] or 4 * config[keys[1]])
+    w.add_head_count(config[keys[4]])
     if arch == "gpt2":
-        w.add_context_length(config["n_positions"])
-        w.add_embedding_length(config["n_embd"])
-        w.add_block_count(config["n_layer"])
-        w.add_feed_forward_length(config["n_inner"] or 4 * config["n_embd"])
-        w.add_head_count(config["n_head"])
         w.add_layer_norm_eps(config["layer_norm_epsilon"])
     else:
-        w.add_context_length(config["max_position_embeddings"])
-        w.add_embedding_length(config["hidden_size"])
-        w.add_block_count(config["num_hidden_layers"])
-        w.add_feed_forward_length(config["intermediate_size"])
-        w.add_head_count(config["num_attention_heads"])
         w.add_head_count_kv(config["num_key_value_heads"])
         rope = config.get("rope_parameters") or {}
         w.add_rope_freq_base(rope.get("rope_theta", config.get("rope_theta", 10000.0)))
