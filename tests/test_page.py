@@ -360,10 +360,10 @@ def test_matrix_view_reads_the_same_weights(browser, inspect_page):
     assert f"query {i}" in text and f"key {j}" in text
 
 
-def pixels_match(page, weights, bits: int, masked: tuple[int, int, int]) -> None:
+def pixels_match(page, weights, bits: int, masked: tuple[int, int, int] | None) -> None:
     """The first matrix's canvas, pixel by pixel: each weight's colour on the terminal's ramp
     (views.matrix._RAMP, at 256 levels, from the weight as the page stores it), and above the
-    diagonal of a causal matrix the masked colour."""
+    diagonal the `masked` colour (None: a bidirectional matrix, nothing masked)."""
     from attn_cli.views.matrix import _ramp_exact
 
     w = np.asarray(weights, dtype=np.float32)
@@ -373,17 +373,11 @@ def pixels_match(page, weights, bits: int, masked: tuple[int, int, int]) -> None
                    dtype=int).reshape(n, m, 4)
     scale = (1 << bits) - 1
     level = np.floor(np.rint(w.astype(np.float64) * scale) * (255 / scale) + 0.5).astype(int)
-    want = np.array([[_ramp_exact(x / 255) for x in row] for row in level])
-    causal = np.triu(np.ones((n, m), bool), 1) if doc_is_causal(page) else np.zeros((n, m), bool)
-    want[causal] = masked
+    want = np.array([_ramp_exact(k / 255) for k in range(256)])[level]
+    if masked is not None:
+        want[np.triu(np.ones((n, m), bool), 1)] = masked
     assert (got[..., 3] == 255).all()
     assert np.abs(got[..., :3] - want).max() <= 1  # (JS rounds halves up, Python to even)
-
-
-def doc_is_causal(page) -> bool:
-    return page.evaluate("JSON.parse(document.getElementById('attn-data').textContent)"
-                         ".views.find(v => v.name === document.getElementById('view').dataset.tab)"
-                         ".causal")
 
 
 def test_matrix_pixels_are_the_weights(browser, inspect_page, tmp_path):
@@ -397,7 +391,7 @@ def test_matrix_pixels_are_the_weights(browser, inspect_page, tmp_path):
     page = open_page(browser, page_of(tmp_path, "cross", *args))
     page.click("button[data-mode='matrix']")
     assert page.get_attribute("#view", "data-tab") == "encoder"
-    pixels_match(page, weights_of(json_of(*args), 0, 0, "encoder"), 16, (0, 0, 0))
+    pixels_match(page, weights_of(json_of(*args), 0, 0, "encoder"), 16, None)
 
 
 def test_cross_tabs(browser, tmp_path):

@@ -334,6 +334,7 @@
 
   // ------------------------------------------------------------ the head view: matrices
   let colours = null; // the heat ramp in 256 steps, then the masked colour, as RGBA pixels
+  const MASKED = 256;
   function matrixColours() {
     if (colours) return colours;
     const masked = getComputedStyle(document.documentElement).getPropertyValue("--masked").trim(); // (a style pass: once)
@@ -356,7 +357,7 @@
       const row = h.offset + (h.tri ? (i * (i + 1)) / 2 : i * h.cols), stored = h.tri ? i + 1 : h.cols;
       if (step === null) for (let j = 0; j < stored; j++) pixels[p + j] = lut[data[row + j]];
       else for (let j = 0; j < stored; j++) pixels[p + j] = lut[Math.round(data[row + j] * step)];
-      pixels.fill(lut[256], p + stored, p + h.cols); // masked
+      pixels.fill(lut[MASKED], p + stored, p + h.cols);
     }
     ctx.putImageData(img, 0, 0);
     const at = (e) => {
